@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hallmark-dev/hallmark/shadow"
+)
+
+func init() {
+	register(command{
+		name:    "shadow proxy",
+		summary: "mirror live traffic to a candidate model and gather signed evidence",
+		run:     runShadowProxy,
+	})
+}
+
+func runShadowProxy(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "shadow proxy", "--listen ADDR --primary URL --shadow URL --deployment ID [flags]")
+	listen := fs.String("listen", "127.0.0.1:8080", "address to accept production traffic on")
+	primary := fs.String("primary", "", "production model server URL (callers get its answers)")
+	shadowURL := fs.String("shadow", "", "candidate model server URL (gets copies)")
+	deployment := fs.String("deployment", "", "shadow deployment id (shd_...)")
+	kind := fs.String("comparator", "label", "comparison: label or numeric")
+	pointer := fs.String("pointer", "", "RFC 6901 pointer to the prediction in response bodies (e.g. /label)")
+	absTol := fs.Float64("abs-tol", 0, "numeric: absolute tolerance")
+	relTol := fs.Float64("rel-tol", 0, "numeric: relative tolerance")
+	labels := fs.String("labels", "", "label: comma-separated categories (drift histogram bins)")
+	edges := fs.String("edges", "", "numeric: comma-separated increasing bin edges (default 0.1,...,0.9)")
+	segHeader := fs.String("segment-header", "", "request header naming the segment")
+	segPointer := fs.String("segment-pointer", "", "RFC 6901 pointer into the JSON request body naming the segment")
+	keyFile := fs.String("agent-key", "", "PEM PKCS#8 Ed25519 private key signing evidence (default: a fresh key, printed)")
+	agentID := fs.String("agent-id", "", "agent id in evidence batches (default: host name)")
+	registry := fs.String("registry", "", "registry URL to report evidence to")
+	_ = fs.String("registry-token", "", "bearer token for the registry (default $HALLMARK_TOKEN)")
+	evidenceDir := fs.String("evidence-dir", "", "write signed evidence batches into this directory")
+	queue := fs.Int("queue", 1024, "mirror queue size; a full queue drops copies (counted)")
+	workers := fs.Int("workers", 16, "concurrent shadow requests")
+	timeout := fs.Duration("timeout", 5*time.Second, "shadow request timeout")
+	bodyLimit := fs.Int64("body-limit", 1<<20, "largest body mirrored and compared (bytes)")
+	flush := fs.Duration("flush-interval", 5*time.Second, "how often evidence batches are cut and sent")
+	minSample := fs.Uint64("min-sample", 200, "minimum compared pairs for a segment to be sufficient (summary at exit)")
+	noMirror := fs.Bool("no-mirror", false, "forward only, mirror nothing (reference for benchmarks)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *primary == "" || *deployment == "" || (*shadowURL == "" && !*noMirror) {
+		return usagef("--primary, --shadow and --deployment are required")
+	}
+	pu, err := parseAbsURL("--primary", *primary)
+	if err != nil {
+		return err
+	}
+	var su *url.URL
+	if *shadowURL != "" {
+		if su, err = parseAbsURL("--shadow", *shadowURL); err != nil {
+			return err
+		}
+	}
+	if *registry != "" {
+		return exitError{1, errors.New("--registry: the registry's shadow evidence service is not available in this build; use --evidence-dir")}
+	}
+	if *queue < 0 || *workers < 1 || *timeout <= 0 || *bodyLimit < 1 || *flush <= 0 {
+		return usagef("--queue must be >= 0, --workers >= 1, --timeout, --body-limit and --flush-interval > 0")
+	}
+	ccfg := shadow.ComparatorConfig{Kind: shadow.Kind(*kind), Pointer: *pointer, AbsTol: *absTol, RelTol: *relTol}
+	if *labels != "" {
+		ccfg.Labels = strings.Split(*labels, ",")
+	}
+	if *edges != "" {
+		for _, s := range strings.Split(*edges, ",") {
+			f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+			if err != nil {
+				return usagef("--edges: %q is not a number", s)
+			}
+			ccfg.Edges = append(ccfg.Edges, f)
+		}
+	}
+	cmp, err := shadow.NewComparator(ccfg)
+	if err != nil {
+		return usagef("comparator: %v", err)
+	}
+	agg := shadow.NewAggregator(cmp)
+	pcfg := shadow.ProxyConfig{Primary: pu, Shadow: su, Aggregator: agg, SegmentHeader: *segHeader, SegmentPointer: *segPointer,
+		QueueSize: *queue, Workers: *workers, Timeout: *timeout, BodyLimit: *bodyLimit, DisableMirror: *noMirror || *queue == 0}
+	proxy, err := shadow.NewProxy(pcfg)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	defer proxy.Close()
+
+	var agent *shadow.Agent
+	if *evidenceDir != "" {
+		key, err := loadAgentKey(e, *keyFile)
+		if err != nil {
+			return err
+		}
+		if *agentID == "" {
+			*agentID, _ = os.Hostname()
+			if *agentID == "" {
+				*agentID = "shadow-proxy"
+			}
+		}
+		if err := os.MkdirAll(*evidenceDir, 0o755); err != nil {
+			return fmt.Errorf("creating evidence directory: %w", err)
+		}
+		agent, err = shadow.NewAgent(agg, shadow.AgentConfig{DeploymentID: *deployment, AgentID: *agentID, Key: key, Reporter: dirReporter(*evidenceDir)})
+		if err != nil {
+			return fmt.Errorf("starting evidence agent: %w", err)
+		}
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", *listen, err)
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 30 * time.Second}
+	fmt.Fprintf(e.stderr, "shadow proxy for %s on http://%s: primary %s, shadow %s, mirroring %v\n", *deployment, ln.Addr(), pu, su, !pcfg.DisableMirror)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	agentDone := make(chan error, 1)
+	if agent != nil {
+		go func() { agentDone <- agent.Run(agentCtx, *flush, 10*time.Second) }()
+	}
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_ = srv.Shutdown(sctx)
+	cancel()
+	proxy.Close()
+
+	// Everything gathered: the delivered batches plus what is left.
+	total := shadow.NewEvidence(cmp)
+	if agent != nil {
+		stopAgent()
+		if err := <-agentDone; err != nil {
+			fmt.Fprintf(e.stderr, "evidence not fully delivered: %v\n", err)
+		}
+		_ = total.Merge(agent.Delivered())
+	} else {
+		stopAgent()
+	}
+	_ = total.Merge(agg.Take())
+	sum := shadow.Summarize(shadow.Deployment{ID: *deployment, Stopped: true, UpdatedAt: time.Now()}, total, *minSample)
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(sum); err != nil {
+		return fmt.Errorf("writing summary: %w", err)
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serving: %w", serveErr)
+	}
+	return nil
+}
+
+func parseAbsURL(flagName, s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usagef("%s: %q is not an absolute http(s) URL", flagName, s)
+	}
+	return u, nil
+}
+
+// loadAgentKey reads a PEM PKCS#8 Ed25519 private key, or makes a fresh one
+// and prints its public key so the registry can be told about it.
+func loadAgentKey(e *env, path string) (ed25519.PrivateKey, error) {
+	if path == "" {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generating agent key: %w", err)
+		}
+		der, _ := x509.MarshalPKIXPublicKey(pub)
+		fmt.Fprintf(e.stderr, "no --agent-key: signing evidence with a fresh key; its public key:\n%s", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+		return priv, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading agent key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("agent key %s: want a PEM \"PRIVATE KEY\" (PKCS#8) block", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("agent key %s: %w", path, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("agent key %s: %T is not an Ed25519 key", path, k)
+	}
+	return priv, nil
+}
+
+// dirReporter writes each signed batch to DIR/<batch id>.batch (atomically;
+// a resend rewrites the same bytes), until the registry client exists.
+type dirReporter string
+
+func (d dirReporter) Deliver(_ context.Context, b *shadow.SignedBatch) error {
+	parsed, err := shadow.DecodeBatch(b.Payload)
+	if err != nil {
+		return err
+	}
+	name := filepath.Join(string(d), fmt.Sprintf("%020d-%s.batch", parsed.Sequence, parsed.ID()))
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, b.Marshal(), 0o644); err != nil {
+		return fmt.Errorf("writing batch: %w", err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return fmt.Errorf("writing batch: %w", err)
+	}
+	return nil
+}

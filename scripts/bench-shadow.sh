@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Shadow proxy benchmark: hallmark's mirroring proxy against nginx's mirror
+# directive, on loopback, in one run. A primary (1 ms) and two shadows (fast:
+# 1 ms, slow: 10 ms) are cancer-model servers; wrk measures req/s and
+# p50/p99 for: direct to the primary, hallmark without mirroring, hallmark
+# and nginx mirroring to the fast shadow, and the same to the slow shadow.
+#
+# Targets (docs/design/shadow.md):
+#   fast shadow: hallmark's added p99 over direct <= nginx's added p99
+#   slow shadow: hallmark mirroring >= 80% of the req/s and <= 1.5x the p99
+#                of hallmark without mirroring
+#
+# Env: BENCH_DURATION (default 8s per run), BENCH_CONNECTIONS (32),
+# BENCH_PORT_BASE (19100), BENCH_STRICT=1 to exit 1 on a missed target. Installs nginx and wrk from Debian when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUR=${BENCH_DURATION:-8s}
+CONNS=${BENCH_CONNECTIONS:-32}
+BASE=${BENCH_PORT_BASE:-19100}
+
+if ! command -v wrk >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then
+  echo "installing nginx and wrk from Debian..."
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  timeout 300 $SUDO apt-get update -qq >/dev/null
+  timeout 300 $SUDO apt-get install -y -qq --no-install-recommends nginx-light wrk >/dev/null 2>&1 \
+    || timeout 300 $SUDO apt-get install -y -qq --no-install-recommends nginx wrk >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+echo "building..."
+CGO_ENABLED=0 go build -o "$TMP/hallmark" ./cmd/hallmark
+CGO_ENABLED=0 go build -o "$TMP/cancer-model" ./cmd/cancer-model
+"$TMP/cancer-model" train --version v1 --out "$TMP/v1" >/dev/null
+"$TMP/cancer-model" train --version v2 --out "$TMP/v2" >/dev/null
+
+P_PRIMARY=$BASE; P_FAST=$((BASE+1)); P_SLOW=$((BASE+2))
+P_HM_OFF=$((BASE+3)); P_HM_FAST=$((BASE+4)); P_HM_SLOW=$((BASE+5))
+P_NG_FAST=$((BASE+6)); P_NG_SLOW=$((BASE+7))
+
+start() { # start NAME CMD...: background child, logs in $TMP
+  local name=$1; shift
+  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PIDS+=($!)
+}
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2; return 1
+}
+
+start primary "$TMP/cancer-model" serve --model "$TMP/v1" --listen 127.0.0.1:$P_PRIMARY --delay 1ms
+start shadow-fast "$TMP/cancer-model" serve --model "$TMP/v2" --listen 127.0.0.1:$P_FAST --delay 1ms
+start shadow-slow "$TMP/cancer-model" serve --model "$TMP/v2" --listen 127.0.0.1:$P_SLOW --delay 10ms
+HM=("$TMP/hallmark" shadow proxy --deployment shd_bench --pointer /label --labels malignant,benign --timeout 2s)
+start hm-off "${HM[@]}" --listen 127.0.0.1:$P_HM_OFF --primary http://127.0.0.1:$P_PRIMARY --no-mirror
+start hm-fast "${HM[@]}" --listen 127.0.0.1:$P_HM_FAST --primary http://127.0.0.1:$P_PRIMARY --shadow http://127.0.0.1:$P_FAST
+start hm-slow "${HM[@]}" --listen 127.0.0.1:$P_HM_SLOW --primary http://127.0.0.1:$P_PRIMARY --shadow http://127.0.0.1:$P_SLOW
+
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/body;
+  proxy_temp_path $TMP/nginx/proxy;
+  fastcgi_temp_path $TMP/nginx/fastcgi;
+  uwsgi_temp_path $TMP/nginx/uwsgi;
+  scgi_temp_path $TMP/nginx/scgi;
+  upstream primary { server 127.0.0.1:$P_PRIMARY; keepalive 128; }
+  upstream shadow_fast { server 127.0.0.1:$P_FAST; keepalive 128; }
+  upstream shadow_slow { server 127.0.0.1:$P_SLOW; keepalive 128; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  server {
+    listen 127.0.0.1:$P_NG_FAST;
+    location / { mirror /mirror; mirror_request_body on; proxy_pass http://primary; }
+    location = /mirror { internal; proxy_read_timeout 2s; proxy_pass http://shadow_fast\$request_uri; }
+  }
+  server {
+    listen 127.0.0.1:$P_NG_SLOW;
+    location / { mirror /mirror; mirror_request_body on; proxy_pass http://primary; }
+    location = /mirror { internal; proxy_read_timeout 2s; proxy_pass http://shadow_slow\$request_uri; }
+  }
+}
+CONF
+start nginx "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
+
+for p in $P_PRIMARY $P_FAST $P_SLOW $P_HM_OFF $P_HM_FAST $P_HM_SLOW $P_NG_FAST $P_NG_SLOW; do wait_port "$p"; done
+
+# One real row of the data set as the request body.
+ROW=$(sed -n 2p cmd/cancer-model/data/breast_cancer.csv | cut -d, -f1-30)
+cat >"$TMP/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"features":[$ROW]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Segment"] = "site-north"
+LUA
+
+# to_ms VALUE: wrk latency ("812.00us", "1.23ms", "1.01s") in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v/1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v*60000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v*1000 }
+    else printf "%.3f", v }'
+}
+
+declare -A RPS P50 P99
+measure() { # measure NAME PORT
+  local name=$1 port=$2 out
+  # warm up connection pools, then measure
+  timeout 20 wrk -t2 -c"$CONNS" -d1s -s "$TMP/post.lua" "http://127.0.0.1:$port/predict" >/dev/null 2>&1 || true
+  out=$(timeout 120 wrk -t2 -c"$CONNS" -d"$DUR" --latency -s "$TMP/post.lua" "http://127.0.0.1:$port/predict")
+  RPS[$name]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  P50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  P99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  local errs
+  errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
+  printf "  %-22s %10s req/s   p50 %8s ms   p99 %8s ms  %s\n" "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$errs"
+}
+
+echo "wrk: 2 threads, $CONNS connections, $DUR per run; primary 1 ms; shadows 1 ms (fast) and 10 ms (slow)"
+measure direct $P_PRIMARY
+measure hallmark-no-mirror $P_HM_OFF
+measure hallmark-fast $P_HM_FAST
+measure nginx-fast $P_NG_FAST
+measure hallmark-slow $P_HM_SLOW
+measure nginx-slow $P_NG_SLOW
+
+status=0
+check() { # check DESCRIPTION AWK-CONDITION
+  if awk "BEGIN { exit !($2) }"; then echo "  PASS  $1"; else echo "  MISS  $1"; status=1; fi
+}
+HM_ADD=$(awk -v a="${P99[hallmark-fast]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a-b }')
+NG_ADD=$(awk -v a="${P99[nginx-fast]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a-b }')
+TP=$(awk -v a="${RPS[hallmark-slow]}" -v b="${RPS[hallmark-no-mirror]}" 'BEGIN { printf "%.3f", a/b }')
+LR=$(awk -v a="${P99[hallmark-slow]}" -v b="${P99[hallmark-no-mirror]}" 'BEGIN { printf "%.3f", a/b }')
+NTP=$(awk -v a="${RPS[nginx-slow]}" -v b="${RPS[hallmark-no-mirror]}" 'BEGIN { printf "%.3f", a/b }')
+echo "ratios:"
+echo "  fast shadow: added p99 over direct: hallmark ${HM_ADD} ms, nginx ${NG_ADD} ms"
+echo "  slow shadow: hallmark throughput ${TP}x and p99 ${LR}x of hallmark-no-mirror (nginx throughput ${NTP}x)"
+echo "targets:"
+check "fast shadow: hallmark added p99 (${HM_ADD} ms) <= nginx added p99 (${NG_ADD} ms)" "$HM_ADD <= $NG_ADD"
+check "slow shadow: hallmark throughput ${TP} >= 0.80 of no-mirror" "$TP >= 0.80"
+check "slow shadow: hallmark p99 ${LR} <= 1.5x no-mirror" "$LR <= 1.5"
+
+# Stop the mirroring proxies to get their evidence summaries (drops counted).
+kill -INT "${PIDS[4]}" "${PIDS[5]}" 2>/dev/null || true
+sleep 2
+for name in hm-fast hm-slow; do
+  if command -v python3 >/dev/null && [ -s "$TMP/$name.out" ]; then
+    python3 - "$TMP/$name.out" "$name" <<'PY' || true
+import json, sys
+s = json.load(open(sys.argv[1]))["overall"]
+print(f"  {sys.argv[2]:<14} requests {s['requests']}, compared {s['n']}, drops {s['drops']}, timeouts {s['timeouts']}, "
+      f"agreement {s['agreement']['rate']:.4f}, shadow p99 {s['latency_ms']['shadow']['p99']:.2f} ms")
+PY
+  fi
+done
+# A missed target is reported above; BENCH_STRICT=1 makes it fail the run.
+if [ "${BENCH_STRICT:-0}" = 1 ]; then exit $status; fi
