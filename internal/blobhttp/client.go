@@ -1,0 +1,393 @@
+package blobhttp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hallmark-dev/hallmark/registry/blob"
+)
+
+// Error is a non-success answer from the server.
+type Error struct {
+	StatusCode int
+	Code       string // Connect code name, e.g. "invalid_argument"
+	Message    string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("%s (HTTP %d)", e.Code, e.StatusCode)
+	}
+	return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.StatusCode)
+}
+
+// Client talks the blob protocol. Its zero value is not usable: set BaseURL.
+type Client struct {
+	// BaseURL is the server's root, e.g. "http://127.0.0.1:7070".
+	BaseURL string
+	// Token, if set, is sent as "Authorization: Bearer <Token>".
+	Token string
+	// HTTP is the client used; the default is http.DefaultClient.
+	HTTP *http.Client
+	// Progress, if set, is called as bytes are sent or received, with the
+	// bytes done so far and the total.
+	Progress func(done, total int64)
+	// SinglePutMax is the largest file sent in one PUT; larger files use a
+	// resumable upload. The default is 64 MiB.
+	SinglePutMax int64
+	// Retries is how many consecutive failed attempts without progress an
+	// Upload or Download tolerates before giving up. The default is 5.
+	Retries int
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+func (c *Client) retries() int {
+	if c.Retries <= 0 {
+		return 5
+	}
+	return c.Retries
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req, nil
+}
+
+// do sends req and turns a status other than want into an *Error.
+func (c *Client) do(req *http.Request, want ...int) (*http.Response, error) {
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range want {
+		if resp.StatusCode == w {
+			return resp, nil
+		}
+	}
+	defer resp.Body.Close()
+	e := &Error{StatusCode: resp.StatusCode}
+	var body apiError
+	if b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); json.Unmarshal(b, &body) == nil {
+		e.Code, e.Message = body.Code, body.Message
+	}
+	if e.Code == "" {
+		e.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", "_"))
+	}
+	return resp, e
+}
+
+// retryable reports whether err is worth another attempt: the network, a
+// busy server or a session still held by a broken request.
+func retryable(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.StatusCode == http.StatusTooManyRequests || e.StatusCode == http.StatusServiceUnavailable ||
+			e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusGatewayTimeout ||
+			(e.StatusCode == http.StatusConflict && e.Code == "aborted")
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(1<<min(attempt, 5)) * 100 * time.Millisecond
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Stat returns the size of blob d on the server, or an error matching
+// blob.ErrNotFound.
+func (c *Client) Stat(ctx context.Context, d blob.Digest) (int64, error) {
+	req, err := c.newRequest(ctx, http.MethodHead, "/v1/blobs/"+d.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.do(req, http.StatusOK)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.StatusCode == http.StatusNotFound {
+			return 0, fmt.Errorf("blob %s: %w", d, blob.ErrNotFound)
+		}
+		return 0, fmt.Errorf("checking blob %s: %w", d, err)
+	}
+	resp.Body.Close()
+	return resp.ContentLength, nil
+}
+
+// Upload sends the file at path and returns its digest. It hashes the file
+// first and skips the transfer if the server already has the blob. Files up
+// to SinglePutMax go in one PUT; larger ones in a resumable upload that,
+// after a broken connection, asks the server how much it kept and continues
+// from there.
+func (c *Client) Upload(ctx context.Context, path string) (blob.Digest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return blob.Digest{}, fmt.Errorf("uploading: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return blob.Digest{}, fmt.Errorf("uploading %s: %w", path, err)
+	}
+	size := fi.Size()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return blob.Digest{}, fmt.Errorf("uploading %s: hashing: %w", path, err)
+	}
+	d := blob.Digest(h.Sum(nil))
+	if n, err := c.Stat(ctx, d); err == nil && n == size {
+		c.progress(size, size)
+		return d, nil
+	} else if err != nil && !errors.Is(err, blob.ErrNotFound) {
+		return d, fmt.Errorf("uploading %s: %w", path, err)
+	}
+	max := c.SinglePutMax
+	if max <= 0 {
+		max = 64 << 20
+	}
+	if size <= max {
+		err = c.putWhole(ctx, f, d, size)
+	} else {
+		err = c.putResumable(ctx, f, d, size)
+	}
+	if err != nil {
+		return d, fmt.Errorf("uploading %s as %s: %w", path, d, err)
+	}
+	return d, nil
+}
+
+func (c *Client) progress(done, total int64) {
+	if c.Progress != nil {
+		c.Progress(done, total)
+	}
+}
+
+// progressReader reports bytes read, counting from base.
+type progressReader struct {
+	r     io.Reader
+	c     *Client
+	done  int64
+	total int64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	p.c.progress(p.done, p.total)
+	return n, err
+}
+
+func (c *Client) putWhole(ctx context.Context, f *os.File, d blob.Digest, size int64) error {
+	for attempt := 0; ; attempt++ {
+		body := &progressReader{r: io.NewSectionReader(f, 0, size), c: c, total: size}
+		req, err := c.newRequest(ctx, http.MethodPut, "/v1/blobs/"+d.String(), body)
+		if err != nil {
+			return err
+		}
+		req.ContentLength = size
+		if size == 0 {
+			req.Body = http.NoBody
+		}
+		resp, err := c.do(req, http.StatusCreated)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if !retryable(err) || attempt+1 >= c.retries() {
+			return err
+		}
+		if err := backoff(ctx, attempt); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *Client) putResumable(ctx context.Context, f *os.File, d blob.Digest, size int64) error {
+	req, err := c.newRequest(ctx, http.MethodPost, "/v1/blobs/uploads", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(req, http.StatusCreated)
+	if err != nil {
+		return fmt.Errorf("starting upload: %w", err)
+	}
+	var up uploadJSON
+	err = json.NewDecoder(resp.Body).Decode(&up)
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("starting upload: decoding answer: %w", err)
+	}
+	loc := "/v1/blobs/uploads/" + up.ID
+	var off int64
+	failures := 0
+	for off < size {
+		body := &progressReader{r: io.NewSectionReader(f, off, size-off), c: c, done: off, total: size}
+		req, err := c.newRequest(ctx, http.MethodPatch, loc, body)
+		if err != nil {
+			return err
+		}
+		req.ContentLength = size - off
+		req.Header.Set(HeaderUploadOffset, strconv.FormatInt(off, 10))
+		resp, err := c.do(req, http.StatusNoContent)
+		if err == nil {
+			resp.Body.Close()
+			off = size
+			break
+		}
+		var e *Error
+		if errors.As(err, &e) && e.Code == "failed_precondition" && resp != nil {
+			// The server is somewhere else: continue from where it is.
+			if n, perr := strconv.ParseInt(resp.Header.Get(HeaderUploadOffset), 10, 64); perr == nil {
+				off = n
+				continue
+			}
+		}
+		if !retryable(err) {
+			return fmt.Errorf("sending bytes at offset %d: %w", off, err)
+		}
+		failures++
+		if failures >= c.retries() {
+			return fmt.Errorf("sending bytes at offset %d: giving up after %d attempts: %w", off, failures, err)
+		}
+		if berr := backoff(ctx, failures); berr != nil {
+			return berr
+		}
+		n, serr := c.uploadOffset(ctx, loc)
+		if serr != nil {
+			if !retryable(serr) {
+				return fmt.Errorf("asking for the upload offset after %w: %w", err, serr)
+			}
+			continue
+		}
+		if n > off {
+			failures = 0 // progress was kept
+		}
+		off = n
+	}
+	q := "?digest=" + d.String() + "&size=" + strconv.FormatInt(size, 10)
+	for attempt := 0; ; attempt++ {
+		req, err := c.newRequest(ctx, http.MethodPut, loc+q, http.NoBody)
+		if err != nil {
+			return err
+		}
+		resp, err := c.do(req, http.StatusCreated)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if !retryable(err) || attempt+1 >= c.retries() {
+			return fmt.Errorf("committing upload: %w", err)
+		}
+		if err := backoff(ctx, attempt); err != nil {
+			return err
+		}
+		// A commit whose answer was lost may have succeeded.
+		if n, err := c.Stat(ctx, d); err == nil && n == size {
+			return nil
+		}
+	}
+}
+
+func (c *Client) uploadOffset(ctx context.Context, loc string) (int64, error) {
+	req, err := c.newRequest(ctx, http.MethodHead, loc, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.do(req, http.StatusNoContent)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	n, err := strconv.ParseInt(resp.Header.Get(HeaderUploadOffset), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad %s header %q", HeaderUploadOffset, resp.Header.Get(HeaderUploadOffset))
+	}
+	return n, nil
+}
+
+// Download writes blob d to w and returns the bytes written. It hashes while
+// streaming and fails with an error matching blob.ErrDigestMismatch (or
+// blob.ErrSizeMismatch) if the bytes are not the blob's; w has then received
+// them already, so write to a temporary file and rename it only on success.
+// A broken connection is resumed with a range request.
+func (c *Client) Download(ctx context.Context, d blob.Digest, w io.Writer) (int64, error) {
+	h := sha256.New()
+	mw := io.MultiWriter(w, h)
+	var done int64
+	size := int64(-1)
+	failures := 0
+	for {
+		req, err := c.newRequest(ctx, http.MethodGet, "/v1/blobs/"+d.String(), nil)
+		if err != nil {
+			return done, err
+		}
+		want := http.StatusOK
+		if done > 0 {
+			req.Header.Set("Range", "bytes="+strconv.FormatInt(done, 10)+"-")
+			req.Header.Set("If-Range", `"`+d.String()+`"`)
+			want = http.StatusPartialContent
+		}
+		resp, err := c.do(req, want)
+		if err == nil {
+			if size < 0 {
+				size = resp.ContentLength
+			}
+			var n int64
+			n, err = io.Copy(mw, &progressReader{r: resp.Body, c: c, done: done, total: size})
+			resp.Body.Close()
+			done += n
+			if err == nil && size >= 0 && done < size {
+				err = io.ErrUnexpectedEOF
+			}
+			if n > 0 {
+				failures = 0
+			}
+			if err == nil {
+				break
+			}
+		}
+		if !retryable(err) {
+			return done, fmt.Errorf("downloading blob %s: %w", d, err)
+		}
+		failures++
+		if failures >= c.retries() {
+			return done, fmt.Errorf("downloading blob %s: giving up at byte %d after %d attempts: %w", d, done, failures, err)
+		}
+		if berr := backoff(ctx, failures); berr != nil {
+			return done, berr
+		}
+	}
+	if size >= 0 && done != size {
+		return done, fmt.Errorf("downloading blob %s: %w", d, &blob.MismatchError{Field: "size", Expected: strconv.FormatInt(size, 10), Actual: strconv.FormatInt(done, 10)})
+	}
+	if got := blob.Digest(h.Sum(nil)); got != d {
+		return done, fmt.Errorf("downloading blob %s: %w", d, &blob.MismatchError{Field: "digest", Expected: d.String(), Actual: got.String()})
+	}
+	return done, nil
+}

@@ -1,0 +1,301 @@
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// CollectStats reports what a collection removed.
+type CollectStats struct {
+	BlobsDeleted   int
+	ChunksDeleted  int
+	UploadsExpired int
+	BlobsKept      int
+}
+
+// Collect removes every blob for which isReferenced returns false and whose
+// grace period (since its last Put, commit or Touch) is over, every expired
+// upload session, and then every chunk that no remaining blob or session
+// lists, and finally runs badger's value-log GC to give the space back.
+//
+// Rules that make it safe to run beside uploads and readers:
+//   - a chunk that an uncommitted writer relies on (written or found by a Put
+//     or an append in progress) is never deleted;
+//   - a blob whose record changes while Collect decides about it (a Put or
+//     Touch of the same digest) is kept: the decision is a transaction that
+//     conflicts with the change;
+//   - isReferenced is the caller's view of what versions reference; the
+//     grace period must cover the time between a Put (or Touch) and the
+//     reference becoming visible to isReferenced.
+//
+// Only one Collect runs at a time; a second returns ErrBusy. Memory: one
+// digest per live chunk for the mark set.
+func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, grace time.Duration) (CollectStats, error) {
+	var st CollectStats
+	if err := s.checkOpen(); err != nil {
+		return st, err
+	}
+	if !s.gcRun.TryLock() {
+		return st, ErrBusy
+	}
+	defer s.gcRun.Unlock()
+
+	now := s.opts.Now()
+	if err := s.expireUploads(ctx, now, &st); err != nil {
+		return st, fmt.Errorf("collecting: expiring uploads: %w", err)
+	}
+
+	// From here on, every pin is remembered in gcSeen, so a chunk that a
+	// writer relies on after the mark snapshot below is kept.
+	s.mu.Lock()
+	s.gcSeen = make(map[Digest]struct{}, len(s.pins))
+	for d := range s.pins {
+		s.gcSeen[d] = struct{}{}
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.gcSeen = nil
+		s.mu.Unlock()
+	}()
+
+	// Decide about blobs.
+	var doomed []Digest
+	err := s.scan(ctx, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
+		d := Digest(key[1:])
+		return item.Value(func(v []byte) error {
+			rec, err := decodeBlobRecord(d, v)
+			if err != nil {
+				return nil // a damaged record keeps its chunks; Open reports it
+			}
+			if now.Sub(rec.touched) >= grace && !isReferenced(d) {
+				doomed = append(doomed, d)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return st, fmt.Errorf("collecting: scanning blobs: %w", err)
+	}
+	for _, d := range doomed {
+		deleted := false
+		err := s.db.Update(func(txn *badger.Txn) error {
+			// Re-read inside the transaction: a Put or Touch since the scan
+			// either shows here or makes this commit conflict.
+			rec, err := readBlobRecord(txn, d)
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if now.Sub(rec.touched) < grace {
+				return nil
+			}
+			deleted = true
+			return txn.Delete(blobKey(d))
+		})
+		if errors.Is(err, badger.ErrConflict) {
+			continue // changed meanwhile: keep it this time
+		}
+		if err != nil {
+			return st, fmt.Errorf("collecting: deleting blob %s: %w", d, err)
+		}
+		if deleted {
+			st.BlobsDeleted++
+		}
+	}
+	if err := s.sync(); err != nil {
+		return st, fmt.Errorf("collecting: %w", err)
+	}
+
+	// Mark the chunks that remaining blobs and live sessions list.
+	marked := make(map[Digest]struct{})
+	err = s.scan(ctx, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
+		d := Digest(key[1:])
+		return item.Value(func(v []byte) error {
+			rec, err := decodeBlobRecord(d, v)
+			if err != nil {
+				// The chunk list cannot be trusted; keep every chunk rather
+				// than guess.
+				return errUnsafe
+			}
+			st.BlobsKept++
+			for _, c := range rec.chunks {
+				marked[c] = struct{}{}
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, errUnsafe) {
+		return st, fmt.Errorf("collecting: a blob record is damaged; not deleting chunks: %w", ErrCorrupt)
+	}
+	if err != nil {
+		return st, fmt.Errorf("collecting: marking blob chunks: %w", err)
+	}
+	err = s.scan(ctx, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
+		id := string(key[1:])
+		return item.Value(func(v []byte) error {
+			rec, err := decodeUploadRecord(id, v)
+			if err != nil {
+				return errUnsafe
+			}
+			for _, c := range rec.chunks {
+				marked[c] = struct{}{}
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, errUnsafe) {
+		return st, fmt.Errorf("collecting: an upload record is damaged; not deleting chunks: %w", ErrCorrupt)
+	}
+	if err != nil {
+		return st, fmt.Errorf("collecting: marking upload chunks: %w", err)
+	}
+
+	// Sweep.
+	var batch []Digest
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		// Holding mu across the check and the delete: a writer pins before
+		// it looks for a chunk, so it either sees the chunk gone (and writes
+		// it again) or its pin stops the delete.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		wb := s.db.NewWriteBatch()
+		defer wb.Cancel()
+		n := 0
+		for _, d := range batch {
+			if _, seen := s.gcSeen[d]; seen {
+				continue
+			}
+			if err := wb.Delete(chunkKey(d)); err != nil {
+				return err
+			}
+			n++
+		}
+		if err := wb.Flush(); err != nil {
+			return err
+		}
+		st.ChunksDeleted += n
+		batch = batch[:0]
+		return nil
+	}
+	var candidates []Digest
+	err = s.scanKeys(ctx, []byte{kindChunk}, func(key []byte) error {
+		d := Digest(key[1:])
+		if _, ok := marked[d]; !ok {
+			candidates = append(candidates, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("collecting: scanning chunks: %w", err)
+	}
+	for _, d := range candidates {
+		batch = append(batch, d)
+		if len(batch) == 256 {
+			if err := flush(); err != nil {
+				return st, fmt.Errorf("collecting: deleting chunks: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return st, fmt.Errorf("collecting: deleting chunks: %w", err)
+	}
+	if err := s.sync(); err != nil {
+		return st, fmt.Errorf("collecting: %w", err)
+	}
+
+	// Give value-log space back; ErrNoRewrite means nothing was worth it.
+	for ctx.Err() == nil {
+		err := s.db.RunValueLogGC(0.5)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			break
+		}
+		if err != nil {
+			return st, fmt.Errorf("collecting: value-log gc: %w", err)
+		}
+	}
+	return st, ctx.Err()
+}
+
+var errUnsafe = errors.New("unsafe to sweep")
+
+// expireUploads deletes sessions whose expiry has passed and that are not
+// in use right now.
+func (s *Store) expireUploads(ctx context.Context, now time.Time, st *CollectStats) error {
+	var expired []string
+	err := s.scan(ctx, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
+		id := string(key[1:])
+		return item.Value(func(v []byte) error {
+			rec, err := decodeUploadRecord(id, v)
+			if err == nil && !now.Before(rec.expires) {
+				expired = append(expired, id)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range expired {
+		if s.acquire(id) != nil {
+			continue // in use: not expired after all
+		}
+		err := s.deleteUpload(id)
+		s.releaseSession(id)
+		if err != nil {
+			return err
+		}
+		st.UploadsExpired++
+	}
+	return nil
+}
+
+// scan calls fn for every key with prefix, values included.
+func (s *Store) scan(ctx context.Context, prefix []byte, fn func(key []byte, item *badger.Item) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			if err := fn(item.KeyCopy(nil), item); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// scanKeys calls fn for every key with prefix, without reading values.
+func (s *Store) scanKeys(ctx context.Context, prefix []byte, fn func(key []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(it.Item().KeyCopy(nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
