@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// policyDir copies the default pack into a temporary folder the test may
+// change.
+func policyDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join("..", "..", "policy", "default")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func writeFile(t testing.TB, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const failingTest = `package hallmark.promotion_test
+
+import data.hallmark.promotion
+
+test_always_allows if promotion.decision.allow with input as {"request": {"alias": "x"}}
+`
+
+func TestPolicyTestCommand(t *testing.T) {
+	dir := policyDir(t)
+	code, stdout, stderr := runCmd(t, "", "policy", "test", dir, "--coverage")
+	if code != 0 {
+		t.Fatalf("exit code: got %d, want 0\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"PASS: 29/29", "coverage: 100.0%"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout: got %q, want it to contain %q", stdout, want)
+		}
+	}
+
+	writeFile(t, filepath.Join(dir, "extra_test.rego"), failingTest)
+	code, stdout, _ = runCmd(t, "", "policy", "test", dir)
+	if code != 1 {
+		t.Fatalf("failing test: exit code got %d, want 1\n%s", code, stdout)
+	}
+	for _, want := range []string{"extra_test.rego:", "data.hallmark.promotion_test.test_always_allows: FAIL", "FAIL: 1/30"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout: got %q, want it to contain %q", stdout, want)
+		}
+	}
+}
+
+func TestPolicyCheckCommand(t *testing.T) {
+	dir := policyDir(t)
+	code, stdout, stderr := runCmd(t, "", "policy", "check", dir)
+	if code != 0 || !strings.Contains(stdout, "ok, 5 file(s), set digest sha256:") {
+		t.Fatalf("check: code %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	writeFile(t, filepath.Join(dir, "typo.rego"), "package hallmark.promotion\n\ntypo if input.requst.model == \"x\"\n")
+	code, _, stderr = runCmd(t, "", "policy", "check", dir)
+	want := filepath.Join(dir, "typo.rego") + ":3:9: rego_type_error: undefined ref: input.requst.model"
+	if code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("check typo: code %d, stderr %q, want exit 1 and %q", code, stderr, want)
+	}
+	code, _, _ = runCmd(t, "", "policy", "check")
+	if code != 2 {
+		t.Fatalf("check without DIR: exit code got %d, want 2", code)
+	}
+}
+
+func TestPolicyFmtCommand(t *testing.T) {
+	dir := policyDir(t)
+	if code, stdout, stderr := runCmd(t, "", "policy", "fmt", dir, "--check"); code != 0 {
+		t.Fatalf("fmt --check on the default pack: code %d %s %s", code, stdout, stderr)
+	}
+	ugly := filepath.Join(dir, "ugly.rego")
+	writeFile(t, ugly, "package hallmark.promotion\nx:=1\n")
+	code, stdout, _ := runCmd(t, "", "policy", "fmt", dir, "--check")
+	if code != 1 || !strings.Contains(stdout, ugly) {
+		t.Fatalf("fmt --check: code %d, stdout %q, want exit 1 naming %s", code, stdout, ugly)
+	}
+	if b, _ := os.ReadFile(ugly); string(b) != "package hallmark.promotion\nx:=1\n" {
+		t.Fatalf("fmt --check changed the file: %q", b)
+	}
+	if code, _, stderr := runCmd(t, "", "policy", "fmt", dir); code != 0 {
+		t.Fatalf("fmt: code %d, %s", code, stderr)
+	}
+	if b, _ := os.ReadFile(ugly); string(b) != "package hallmark.promotion\n\nx := 1\n" {
+		t.Fatalf("fmt wrote %q", b)
+	}
+	// A parse error leaves every file as it was.
+	writeFile(t, ugly, "package hallmark.promotion\nx:=\n")
+	writeFile(t, filepath.Join(dir, "b.rego"), "package hallmark.promotion\ny:=1\n")
+	code, _, stderr := runCmd(t, "", "policy", "fmt", dir)
+	if code != 1 || !strings.Contains(stderr, "ugly.rego:") {
+		t.Fatalf("fmt with a parse error: code %d, stderr %q", code, stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "b.rego")); string(b) != "package hallmark.promotion\ny:=1\n" {
+		t.Fatalf("fmt changed b.rego despite the parse error: %q", b)
+	}
+}
+
+func TestPolicyEvalCommand(t *testing.T) {
+	dir := policyDir(t)
+	in, err := os.ReadFile(filepath.Join("..", "..", "policy", "testdata", "denied.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inPath := filepath.Join(t.TempDir(), "input.json")
+	writeFile(t, inPath, string(in))
+
+	code, stdout, stderr := runCmd(t, "", "policy", "eval", dir, "--input", inPath)
+	if code != 0 {
+		t.Fatalf("eval: code %d, stderr %q", code, stderr)
+	}
+	var d struct {
+		Allow bool                    `json:"allow"`
+		Deny  []struct{ Rule string } `json:"deny"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+		t.Fatalf("eval output is not the decision JSON: %v\n%s", err, stdout)
+	}
+	if d.Allow || len(d.Deny) != 3 {
+		t.Fatalf("decision: got allow %v with %d deny, want a denial with 3", d.Allow, len(d.Deny))
+	}
+
+	code, stdout, _ = runCmd(t, string(in), "policy", "eval", dir, "--input", "-", "--explain")
+	want := "deny signature.trusted_required: " + filepath.Join(dir, "promotion.rego") + ":"
+	if code != 0 || !strings.Contains(stdout, want) {
+		t.Fatalf("eval --explain: code %d, stdout %q, want %q", code, stdout, want)
+	}
+
+	code, _, stderr = runCmd(t, `{"schema_version": 1}`, "policy", "eval", dir, "--input", "-")
+	if code != 1 || !strings.Contains(stderr, "invalid policy input") {
+		t.Fatalf("eval of an invalid input: code %d, stderr %q", code, stderr)
+	}
+	if code, _, _ := runCmd(t, "", "policy", "eval", dir); code != 2 {
+		t.Fatalf("eval without --input: exit code got %d, want 2", code)
+	}
+}

@@ -1,0 +1,115 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+)
+
+// BenchmarkDecide measures one decision of the default pack on a realistic
+// production input (three segments of shadow evidence, two approvals),
+// input parsing and validation included, and reports the median and 99th
+// percentile of individually timed evaluations.
+func BenchmarkDecide(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"validated", Options{Timeout: testTimeout}},
+		{"prevalidated", Options{SkipInputValidation: true, Timeout: testTimeout}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			p, err := Prepare(context.Background(), DefaultSet(), tc.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			in := marshal(b, readInput(b, "production"))
+			ctx := context.Background()
+			times := make([]time.Duration, 0, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				start := time.Now()
+				d, err := p.Decide(ctx, in)
+				times = append(times, time.Since(start))
+				if err != nil || !d.Allow {
+					b.Fatalf("Decide: %v %+v", err, d)
+				}
+			}
+			reportQuantiles(b, times)
+		})
+	}
+}
+
+func reportQuantiles(b *testing.B, times []time.Duration) {
+	if len(times) == 0 {
+		return
+	}
+	slices.Sort(times)
+	q := func(f float64) float64 { return float64(times[int(f*float64(len(times)-1))].Nanoseconds()) / 1e3 }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+// BenchmarkReplay measures replay throughput of the default pack over a
+// batch of 2,000 recorded production decisions, on GOMAXPROCS workers.
+func BenchmarkReplay(b *testing.B) {
+	ctx := context.Background()
+	p, err := Prepare(ctx, DefaultSet(), Options{SkipInputValidation: true, Timeout: testTimeout})
+	if err != nil {
+		b.Fatal(err)
+	}
+	records := make([]Recorded, 2000)
+	for i := range records {
+		m := readInput(b, "production")
+		set(b, m, "evidence/segments/eu/n", 150+i%200)
+		in, _ := json.Marshal(m)
+		records[i] = Recorded{ID: string(rune('a' + i%26)), Input: in, Result: Decision{Allow: true}}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for b.Loop() {
+		if _, err := Replay(ctx, p, records); err != nil {
+			b.Fatal(err)
+		}
+		n += len(records)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "decisions/s")
+}
+
+// BenchmarkDecideInput measures the evaluation alone, on an input parsed
+// once (as the registry does when it evaluates the active set and a dry-run
+// draft on the same input).
+func BenchmarkDecideInput(b *testing.B) {
+	p := defaultPolicy(b)
+	in, err := ParseInput(marshal(b, readInput(b, "production")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	times := make([]time.Duration, 0, 1<<16)
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		d, err := p.DecideInput(ctx, in)
+		times = append(times, time.Since(start))
+		if err != nil || !d.Allow {
+			b.Fatalf("DecideInput: %v %+v", err, d)
+		}
+	}
+	reportQuantiles(b, times)
+}
+
+// BenchmarkParseInput measures input parsing and schema validation alone.
+func BenchmarkParseInput(b *testing.B) {
+	in := marshal(b, readInput(b, "production"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseInput(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

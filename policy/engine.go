@@ -1,0 +1,407 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/util"
+	"github.com/open-policy-agent/opa/v1/version"
+)
+
+// EntryPoint is the rule hallmark evaluates for every promotion.
+const EntryPoint = "data.hallmark.promotion.decision"
+
+// entryPackage holds the deny and warn rules Explain attributes.
+var entryPackage = ast.MustParseRef("data.hallmark.promotion")
+
+// DefaultTimeout is the evaluation deadline when Options.Timeout is zero.
+const DefaultTimeout = 100 * time.Millisecond
+
+// OPAVersion is the version of the OPA library evaluating decisions, which a
+// decision record carries.
+var OPAVersion = version.Version
+
+// Options configure Prepare. The zero value gives the defaults.
+type Options struct {
+	// Timeout bounds every evaluation. The default is DefaultTimeout
+	// (100 ms).
+	Timeout time.Duration
+	// SkipInputValidation skips validating inputs against InputSchema in
+	// Decide and Explain, for callers that validated them already (replay
+	// of recorded inputs). Type-checking of the set is never skipped.
+	SkipInputValidation bool
+}
+
+// Policy is a compiled, prepared policy set. It is safe for concurrent use.
+type Policy struct {
+	set      *Set
+	compiler *ast.Compiler
+	store    storage.Store
+	pq       rego.PreparedEvalQuery
+	opts     Options
+}
+
+// compiled is the result of compiling a set.
+type compiled struct {
+	compiler *ast.Compiler
+	modules  map[string]*ast.Module
+	store    storage.Store
+}
+
+// compile parses every module of set as Rego v1, loads its data.json and
+// compiles the whole in strict mode with the pinned capabilities and the
+// input schema. printStatements keeps print() calls (tests); decisions drop
+// them.
+func compile(ctx context.Context, set *Set, printStatements bool) (*compiled, error) {
+	caps, err := Capabilities()
+	if err != nil {
+		return nil, err
+	}
+	ss, err := schemas()
+	if err != nil {
+		return nil, err
+	}
+	popts := ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true, Capabilities: caps}
+	var problems []Problem
+	modules := make(map[string]*ast.Module)
+	data := map[string]any{}
+	for _, f := range set.files {
+		if f.Name == DataFile {
+			if err := util.UnmarshalJSON(f.Data, &data); err != nil {
+				problems = append(problems, Problem{File: f.Name, Code: "data_error", Message: "data.json must be one JSON object: " + err.Error()})
+			}
+			continue
+		}
+		m, err := ast.ParseModuleWithOpts(f.Name, string(f.Data), popts)
+		if err != nil {
+			problems = append(problems, astProblems(err)...)
+			continue
+		}
+		modules[f.Name] = m
+	}
+	if len(problems) > 0 {
+		return nil, &CompileError{Problems: problems}
+	}
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open policy data: %w", err)
+	}
+	defer store.Abort(ctx, txn)
+	c := ast.NewCompiler().
+		WithCapabilities(caps).
+		WithStrict(true).
+		WithSchemas(ss).
+		WithUseTypeCheckAnnotations(true).
+		WithEnablePrintStatements(printStatements).
+		WithDefaultRegoVersion(ast.RegoV1).
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn))
+	c.Compile(modules)
+	if c.Failed() {
+		return nil, &CompileError{Problems: astProblems(c.Errors)}
+	}
+	return &compiled{compiler: c, modules: modules, store: store}, nil
+}
+
+// astProblems converts OPA's errors (ast.Errors or a single *ast.Error) to
+// problems in file order.
+func astProblems(err error) []Problem {
+	var errs ast.Errors
+	var one *ast.Error
+	switch {
+	case errors.As(err, &errs):
+	case errors.As(err, &one):
+		errs = ast.Errors{one}
+	default:
+		return []Problem{{Code: "rego_error", Message: err.Error()}}
+	}
+	out := make([]Problem, 0, len(errs))
+	for _, e := range errs {
+		p := Problem{Code: e.Code, Message: e.Message}
+		if e.Location != nil {
+			p.File, p.Line, p.Col = e.Location.File, e.Location.Row, e.Location.Col
+		}
+		out = append(out, p)
+	}
+	slices.SortStableFunc(out, func(a, b Problem) int {
+		if c := strings.Compare(a.File, b.File); c != 0 {
+			return c
+		}
+		if a.Line != b.Line {
+			return a.Line - b.Line
+		}
+		return a.Col - b.Col
+	})
+	return out
+}
+
+// Check compiles set (strict, Rego v1, pinned capabilities, input schema
+// type-check) without preparing it. The error is a *CompileError, or wraps
+// ErrNoEntryPoint.
+func Check(ctx context.Context, set *Set) error {
+	c, err := compile(ctx, set, false)
+	if err != nil {
+		return err
+	}
+	return checkEntryPoint(c.compiler)
+}
+
+func checkEntryPoint(c *ast.Compiler) error {
+	if len(c.GetRules(ast.MustParseRef(EntryPoint))) == 0 {
+		return ErrNoEntryPoint
+	}
+	return nil
+}
+
+// Prepare compiles set once and prepares the entry point for evaluation.
+func Prepare(ctx context.Context, set *Set, opts Options) (*Policy, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	c, err := compile(ctx, set, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEntryPoint(c.compiler); err != nil {
+		return nil, err
+	}
+	pq, err := rego.New(
+		rego.Compiler(c.compiler),
+		rego.Store(c.store),
+		rego.Query(EntryPoint),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", EntryPoint, err)
+	}
+	return &Policy{set: set, compiler: c.compiler, store: c.store, pq: pq, opts: opts}, nil
+}
+
+// Set returns the set p was prepared from.
+func (p *Policy) Set() *Set { return p.set }
+
+// Digest returns the digest of the set p was prepared from.
+func (p *Policy) Digest() Digest { return p.set.digest }
+
+// Reason is one deny or warn entry: a stable rule id and a message for
+// people.
+type Reason struct {
+	Rule    string `json:"rule"`
+	Message string `json:"message"`
+}
+
+// Decision is the result of data.hallmark.promotion.decision. Deny and Warn
+// are sorted by rule, then message, and are never nil, so equal decisions
+// marshal to identical bytes.
+type Decision struct {
+	Allow             bool     `json:"allow"`
+	Deny              []Reason `json:"deny"`
+	Warn              []Reason `json:"warn"`
+	RequiredApprovals int      `json:"required_approvals"`
+}
+
+// DenyRules returns the distinct rule ids of d.Deny, sorted.
+func (d *Decision) DenyRules() []string {
+	var out []string
+	for _, r := range d.Deny {
+		out = append(out, r.Rule)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// ParseDecision parses a decision as Decision.MarshalJSON writes it (and as
+// opa eval prints the entry point's value), normalising the order of its
+// reasons.
+func ParseDecision(b []byte) (*Decision, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var d Decision
+	if err := dec.Decode(&d); err != nil {
+		return nil, fmt.Errorf("parse decision: %w", err)
+	}
+	d.normalise()
+	return &d, nil
+}
+
+func (d *Decision) normalise() {
+	if d.Deny == nil {
+		d.Deny = []Reason{}
+	}
+	if d.Warn == nil {
+		d.Warn = []Reason{}
+	}
+	cmp := func(a, b Reason) int {
+		if c := strings.Compare(a.Rule, b.Rule); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Message, b.Message)
+	}
+	slices.SortFunc(d.Deny, cmp)
+	slices.SortFunc(d.Warn, cmp)
+}
+
+// Input is a parsed input document, ready to be evaluated by any number of
+// policies (the active set and a dry-run draft) without parsing it again.
+type Input struct {
+	v ast.Value
+}
+
+// ParseInput parses doc and validates it against InputSchema. Errors wrap
+// ErrInvalidInput.
+func ParseInput(doc []byte) (*Input, error) {
+	v, err := parseInput(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &Input{v: v}, nil
+}
+
+// parseUnvalidated parses doc as one JSON object without schema validation.
+func parseUnvalidated(doc []byte) (*Input, error) {
+	v, err := ast.ValueFromReader(bytes.NewReader(doc))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+	}
+	if _, ok := v.(ast.Object); !ok {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidInput)
+	}
+	return &Input{v: v}, nil
+}
+
+// Decide parses input, a JSON document satisfying InputSchema (validated
+// unless Options.SkipInputValidation), and evaluates the entry point for it
+// within the policy's deadline.
+func (p *Policy) Decide(ctx context.Context, input []byte) (*Decision, error) {
+	in, err := p.parse(input)
+	if err != nil {
+		return nil, err
+	}
+	d, _, err := p.eval(ctx, in, nil)
+	return d, err
+}
+
+// DecideInput evaluates the entry point for an input parsed by ParseInput.
+func (p *Policy) DecideInput(ctx context.Context, in *Input) (*Decision, error) {
+	d, _, err := p.eval(ctx, in, nil)
+	return d, err
+}
+
+func (p *Policy) parse(input []byte) (*Input, error) {
+	if p.opts.SkipInputValidation {
+		return parseUnvalidated(input)
+	}
+	return ParseInput(input)
+}
+
+func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer) (*Decision, any, error) {
+	v := in.v
+	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	defer cancel()
+	evalOpts := []rego.EvalOption{rego.EvalParsedInput(v)}
+	if tracer != nil {
+		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
+	}
+	rs, err := p.pq.Eval(ctx, evalOpts...)
+	if err != nil {
+		if topdown.IsCancel(err) || errors.Is(err, context.DeadlineExceeded) {
+			if ctx.Err() == context.DeadlineExceeded {
+				return nil, nil, fmt.Errorf("evaluate %s: %w (%v)", EntryPoint, ErrTimeout, p.opts.Timeout)
+			}
+			return nil, nil, fmt.Errorf("evaluate %s: %w", EntryPoint, ctx.Err())
+		}
+		return nil, nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, nil, ErrUndefined
+	}
+	raw := rs[0].Expressions[0].Value
+	d, err := toDecision(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, raw, nil
+}
+
+// toDecision converts the entry point's value, checking its shape.
+func toDecision(raw any) (*Decision, error) {
+	obj, ok := raw.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: want an object, got %T", ErrBadDecision, raw)
+	}
+	var d Decision
+	for k, v := range obj {
+		switch k {
+		case "allow":
+			b, ok := v.(bool)
+			if !ok {
+				return nil, fmt.Errorf("%w: allow must be a boolean, got %T", ErrBadDecision, v)
+			}
+			d.Allow = b
+		case "deny", "warn":
+			rs, err := toReasons(k, v)
+			if err != nil {
+				return nil, err
+			}
+			if k == "deny" {
+				d.Deny = rs
+			} else {
+				d.Warn = rs
+			}
+		case "required_approvals":
+			n, ok := v.(json.Number)
+			if !ok {
+				return nil, fmt.Errorf("%w: required_approvals must be a number, got %T", ErrBadDecision, v)
+			}
+			i, err := n.Int64()
+			if err != nil || i < 0 || i > 1000 {
+				return nil, fmt.Errorf("%w: required_approvals must be an integer in [0, 1000], got %s", ErrBadDecision, n)
+			}
+			d.RequiredApprovals = int(i)
+		default:
+			return nil, fmt.Errorf("%w: unexpected key %q", ErrBadDecision, k)
+		}
+	}
+	if _, ok := obj["allow"]; !ok {
+		return nil, fmt.Errorf("%w: allow is missing", ErrBadDecision)
+	}
+	d.normalise()
+	if d.Allow && len(d.Deny) > 0 {
+		return nil, fmt.Errorf("%w: allow is true but deny has %d reason(s)", ErrBadDecision, len(d.Deny))
+	}
+	return &d, nil
+}
+
+func toReasons(key string, v any) ([]Reason, error) {
+	items, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s must be a set or array, got %T", ErrBadDecision, key, v)
+	}
+	out := make([]Reason, 0, len(items))
+	for _, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s entries must be {rule, message} objects, got %T", ErrBadDecision, key, it)
+		}
+		rule, _ := m["rule"].(string)
+		msg, _ := m["message"].(string)
+		if rule == "" || len(m) != 2 {
+			return nil, fmt.Errorf("%w: %s entries must be {rule, message} objects with a non-empty rule, got %v", ErrBadDecision, key, m)
+		}
+		if _, ok := m["message"].(string); !ok {
+			return nil, fmt.Errorf("%w: %s entry %q has no message string", ErrBadDecision, key, rule)
+		}
+		out = append(out, Reason{Rule: rule, Message: msg})
+	}
+	return out, nil
+}

@@ -1,0 +1,360 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecideDefaultPack(t *testing.T) {
+	p := defaultPolicy(t)
+	tests := []struct {
+		name      string
+		base      string
+		edit      func(tb testing.TB, m map[string]any)
+		wantAllow bool
+		wantRules []string
+		wantN     int
+	}{
+		{name: "production allowed", base: "production", wantAllow: true, wantN: 2},
+		{name: "staging allowed", base: "staging", wantAllow: true, wantN: 1},
+		{name: "rollback allowed", base: "rollback", wantAllow: true, wantN: 1},
+		{name: "no signature", base: "production", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "signatures", []any{})
+		}, wantRules: []string{"signature.trusted_required"}, wantN: 2},
+		{name: "revoked", base: "production", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "candidate/revoked", true)
+		}, wantRules: []string{"version.revoked"}, wantN: 2},
+		{name: "creator approval does not count", base: "production", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "approvals", []any{
+				map[string]any{"approver": "alice", "meaning": "approved", "at": "2026-11-23T09:30:00Z"},
+				map[string]any{"approver": "dave", "meaning": "approved", "at": "2026-11-23T09:30:00Z"},
+			})
+		}, wantRules: []string{"approvals.insufficient"}, wantN: 2},
+		{name: "production before staging", base: "production", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "candidate/aliases", []any{})
+		}, wantRules: []string{"promotion.prerequisite_alias"}, wantN: 2},
+		{name: "no evidence", base: "production", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "evidence", nil)
+		}, wantRules: []string{"evidence.missing"}, wantN: 2},
+		{name: "insufficient segment", base: "production", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "evidence/segments/eu/n", 10)
+			set(tb, m, "evidence/segments/eu/sufficient", false)
+		}, wantRules: []string{"evidence.insufficient"}, wantN: 2},
+		{name: "several failures", base: "production", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "evidence/overall/error_rate", 0.5)
+			set(tb, m, "evidence/overall/latency_ms/p99_ratio", 3)
+			set(tb, m, "evidence/overall/agreement/lower", 0.5)
+		}, wantRules: []string{"evidence.agreement", "evidence.errors", "evidence.latency"}, wantN: 2},
+		{name: "rollback not in history", base: "rollback", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "alias_history", []any{})
+		}, wantRules: []string{"rollback.not_in_history"}, wantN: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := readInput(t, tt.base)
+			if tt.edit != nil {
+				tt.edit(t, m)
+			}
+			d, err := p.Decide(context.Background(), marshal(t, m))
+			if err != nil {
+				t.Fatalf("Decide: %v", err)
+			}
+			if d.Allow != tt.wantAllow {
+				t.Errorf("allow: got %v, want %v (deny %v)", d.Allow, tt.wantAllow, d.Deny)
+			}
+			if got := d.DenyRules(); !slices.Equal(got, tt.wantRules) {
+				t.Errorf("deny rules: got %v, want %v", got, tt.wantRules)
+			}
+			if d.RequiredApprovals != tt.wantN {
+				t.Errorf("required_approvals: got %d, want %d", d.RequiredApprovals, tt.wantN)
+			}
+		})
+	}
+}
+
+func TestDecideIsDeterministic(t *testing.T) {
+	ctx := context.Background()
+	m := readInput(t, "production")
+	set(t, m, "signatures", []any{})
+	set(t, m, "evidence/segments/eu/n", 10)
+	set(t, m, "evidence/segments/default/n", 20)
+	set(t, m, "evidence/segments/eu/psi", 0.5)
+	in := marshal(t, m)
+	var first []byte
+	for i := range 20 {
+		// A fresh preparation every few rounds: determinism must not depend
+		// on caches or map order within one compiled policy.
+		p := defaultPolicy(t)
+		d, err := p.Decide(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = got
+			if len(d.Deny) < 3 {
+				t.Fatalf("want several deny reasons to make ordering matter, got %v", d.Deny)
+			}
+			continue
+		}
+		if !bytes.Equal(got, first) {
+			t.Fatalf("round %d: got %s, want %s", i, got, first)
+		}
+	}
+}
+
+func TestDecideTimeout(t *testing.T) {
+	s := mustSet(t, map[string]string{"slow.rego": `package hallmark.promotion
+
+# A policy that would take minutes: 10^10 iterations.
+n := count([x |
+	some i in numbers.range(1, 100000)
+	some j in numbers.range(1, 100000)
+	x := i * j
+])
+
+decision := {"allow": n > 0, "deny": set(), "warn": set(), "required_approvals": 0}
+`})
+	p, err := Prepare(context.Background(), s, Options{Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = p.Decide(context.Background(), marshal(t, readInput(t, "staging")))
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Decide: got error %v, want ErrTimeout", err)
+	}
+	// Not a performance assertion: a generous bound that only catches a
+	// deadline that is not enforced at all.
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("Decide returned after %v; the deadline was not enforced", el)
+	}
+}
+
+func TestDecideCancelled(t *testing.T) {
+	p := defaultPolicy(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := p.Decide(ctx, marshal(t, readInput(t, "staging")))
+	if err == nil || errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v, want a cancellation error that is not ErrTimeout", err)
+	}
+}
+
+func TestCompileProblems(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  string // substring of one problem's String()
+	}{
+		{
+			name:  "invalid rego",
+			files: map[string]string{"p.rego": "package hallmark.promotion\n\ndecision := {\n  \"allow\": true,\n  \"deny\" set(),\n}\n"},
+			want:  "p.rego:5:",
+		},
+		{
+			name:  "rego v0 syntax",
+			files: map[string]string{"p.rego": "package hallmark.promotion\n\ndeny[msg] { msg := \"x\" }\n"},
+			want:  "p.rego:3:",
+		},
+		{
+			name: "schema type error",
+			files: map[string]string{"p.rego": minimalDecision + `
+model_ok if input.requst.model == "credit-risk"
+`},
+			want: "p.rego:5:13: rego_type_error: undefined ref: input.requst.model",
+		},
+		{
+			name: "wrong type against schema",
+			files: map[string]string{"p.rego": minimalDecision + `
+few if input.request.model + 1 > 2
+`},
+			want: "p.rego:5:8: rego_type_error: plus: invalid argument(s)",
+		},
+		{
+			name: "strict unused variable",
+			files: map[string]string{"p.rego": minimalDecision + `
+r if {
+	x := 1
+	true
+}
+`},
+			want: "p.rego:6:2: rego_compile_error: assigned var x unused",
+		},
+		{
+			name:  "http.send",
+			files: map[string]string{"p.rego": minimalDecision + "\nr := http.send({\"method\": \"GET\", \"url\": \"http://example.com\"})\n"},
+			want:  "p.rego:5:6: rego_type_error: undefined function http.send",
+		},
+		{
+			name:  "time.now_ns",
+			files: map[string]string{"p.rego": minimalDecision + "\nr := time.now_ns()\n"},
+			want:  "p.rego:5:6: rego_type_error: undefined function time.now_ns",
+		},
+		{
+			name:  "rand.intn",
+			files: map[string]string{"p.rego": minimalDecision + "\nr := rand.intn(\"x\", 10)\n"},
+			want:  "undefined function rand.intn",
+		},
+		{
+			name:  "net namespace",
+			files: map[string]string{"p.rego": minimalDecision + "\nr := net.cidr_contains(\"10.0.0.0/8\", \"10.1.1.1\")\n"},
+			want:  "undefined function net.cidr_contains",
+		},
+		{
+			name:  "opa.runtime",
+			files: map[string]string{"p.rego": minimalDecision + "\nr := opa.runtime()\n"},
+			want:  "undefined function opa.runtime",
+		},
+		{
+			name:  "bad data.json",
+			files: map[string]string{"p.rego": minimalDecision, "data.json": "[1, 2"},
+			want:  "data.json: data_error:",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Check(context.Background(), mustSet(t, tt.files))
+			var ce *CompileError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrCompile) {
+				t.Fatalf("Check: got %v, want a *CompileError", err)
+			}
+			found := false
+			for _, p := range ce.Problems {
+				found = found || strings.Contains(p.String(), tt.want)
+			}
+			if !found {
+				t.Fatalf("problems: got %v, want one containing %q", ce.Problems, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckNeedsEntryPoint(t *testing.T) {
+	err := Check(context.Background(), mustSet(t, map[string]string{"p.rego": "package other\n\nx := 1\n"}))
+	if !errors.Is(err, ErrNoEntryPoint) {
+		t.Fatalf("got %v, want ErrNoEntryPoint", err)
+	}
+}
+
+func TestBadDecisionShape(t *testing.T) {
+	tests := []struct{ name, decision, want string }{
+		{"not an object", `decision := true`, "want an object"},
+		{"allow not bool", `decision := {"allow": "yes", "deny": set(), "warn": set(), "required_approvals": 0}`, "allow must be a boolean"},
+		{"allow with deny", `decision := {"allow": true, "deny": {{"rule": "r", "message": "m"}}, "warn": set(), "required_approvals": 0}`, "allow is true but deny"},
+		{"reason without rule", `decision := {"allow": false, "deny": {{"message": "m"}}, "warn": set(), "required_approvals": 0}`, "non-empty rule"},
+		{"fractional approvals", `decision := {"allow": false, "deny": set(), "warn": set(), "required_approvals": 1.5}`, "integer"},
+		{"extra key", `decision := {"allow": false, "deny": set(), "warn": set(), "required_approvals": 0, "x": 1}`, "unexpected key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Prepare(context.Background(), mustSet(t, map[string]string{"p.rego": "package hallmark.promotion\n\n" + tt.decision + "\n"}), Options{Timeout: testTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Decide(context.Background(), marshal(t, readInput(t, "staging")))
+			if !errors.Is(err, ErrBadDecision) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want ErrBadDecision containing %q", err, tt.want)
+			}
+		})
+	}
+	p, err := Prepare(context.Background(), mustSet(t, map[string]string{"p.rego": "package hallmark.promotion\n\ndecision := 1 if input.request.alias == \"nope\"\n"}), Options{Timeout: testTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Decide(context.Background(), marshal(t, readInput(t, "staging"))); !errors.Is(err, ErrUndefined) {
+		t.Fatalf("undefined decision: got %v, want ErrUndefined", err)
+	}
+}
+
+func TestValidateInput(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(tb testing.TB, m map[string]any)
+		raw  string
+		want string
+	}{
+		{name: "valid"},
+		{name: "not json", raw: "{", want: "not JSON"},
+		{name: "two values", raw: `{} {}`, want: "more than one"},
+		{name: "missing request", edit: func(tb testing.TB, m map[string]any) { set(tb, m, "request", nil) }, want: "request"},
+		{name: "misspelt field", edit: func(tb testing.TB, m map[string]any) { set(tb, m, "requst", map[string]any{}) }, want: "requst"},
+		{name: "bad digest", edit: func(tb testing.TB, m map[string]any) { set(tb, m, "request/to_version", "sha256:xyz") }, want: "/request/to_version"},
+		{name: "bad time", edit: func(tb testing.TB, m map[string]any) { set(tb, m, "now", "yesterday") }, want: "/now"},
+		{name: "wrong type", edit: func(tb testing.TB, m map[string]any) { set(tb, m, "candidate/revoked", "no") }, want: "/candidate/revoked"},
+		{name: "bad meaning", edit: func(tb testing.TB, m map[string]any) {
+			set(tb, m, "approvals", []any{map[string]any{"approver": "x", "meaning": "ok", "at": "2026-11-23T09:30:00Z"}})
+		}, want: "/approvals/0/meaning"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.raw)
+			if tt.raw == "" {
+				m := readInput(t, "production")
+				if tt.edit != nil {
+					tt.edit(t, m)
+				}
+				in = marshal(t, m)
+			}
+			err := ValidateInput(in)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want ErrInvalidInput mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExplain(t *testing.T) {
+	p := defaultPolicy(t)
+	m := readInput(t, "production")
+	set(t, m, "signatures", []any{})
+	set(t, m, "evidence/segments/eu/psi", 0.5)
+	ex, err := p.Explain(context.Background(), marshal(t, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ex.Attributions) != 2 {
+		t.Fatalf("attributions: got %d (%+v), want 2", len(ex.Attributions), ex.Attributions)
+	}
+	for _, a := range ex.Attributions {
+		want := map[string]string{"signature.trusted_required": "promotion.rego:", "evidence.drift": "evidence.rego:"}[a.Reason.Rule]
+		if len(a.Sources) != 1 || !strings.HasPrefix(a.Sources[0], want) {
+			t.Errorf("%s %s: sources %v, want one in %s", a.Kind, a.Reason.Rule, a.Sources, want)
+		}
+	}
+}
+
+func TestParseDecisionRoundTrip(t *testing.T) {
+	d := Decision{Allow: false, Deny: []Reason{{"b", "2"}, {"a", "1"}}, RequiredApprovals: 2}
+	d.normalise()
+	b, err := json.Marshal(&d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseDecision(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := json.Marshal(got)
+	if !bytes.Equal(b, b2) {
+		t.Fatalf("got %s, want %s", b2, b)
+	}
+	if _, err := ParseDecision([]byte(`{"allow": true, "bogus": 1}`)); err == nil {
+		t.Fatal("unknown field: got nil error")
+	}
+}
