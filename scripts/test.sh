@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Tools some tests need (pdftotext, chromium) come from Debian; the project
+# installs them itself so a fresh machine needs no manual step.
+if [ -x scripts/install-test-deps.sh ]; then
+  scripts/install-test-deps.sh
+fi
+
 race_pkgs=()
 plain_pkgs=()
 for p in $(go list ./...); do

@@ -414,11 +414,15 @@ type Version struct {
 	Creator    string                 `protobuf:"bytes,7,opt,name=creator,proto3" json:"creator,omitempty"`
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Ledger index of the version-created entry.
-	LedgerIndex   uint64 `protobuf:"varint,9,opt,name=ledger_index,json=ledgerIndex,proto3" json:"ledger_index,omitempty"`
-	Revoked       bool   `protobuf:"varint,10,opt,name=revoked,proto3" json:"revoked,omitempty"`
-	RevokeReason  string `protobuf:"bytes,11,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LedgerIndex  uint64 `protobuf:"varint,9,opt,name=ledger_index,json=ledgerIndex,proto3" json:"ledger_index,omitempty"`
+	Revoked      bool   `protobuf:"varint,10,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokeReason string `protobuf:"bytes,11,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	// Digest ("sha256:<hex>") of the OMS signature bundle supplied at push,
+	// stored as a blob: fetch it from GET /v1/blobs/<digest> to verify the
+	// version yourself. Empty when the version is unsigned.
+	SignatureBundleDigest string `protobuf:"bytes,12,opt,name=signature_bundle_digest,json=signatureBundleDigest,proto3" json:"signature_bundle_digest,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Version) Reset() {
@@ -524,6 +528,13 @@ func (x *Version) GetRevoked() bool {
 func (x *Version) GetRevokeReason() string {
 	if x != nil {
 		return x.RevokeReason
+	}
+	return ""
+}
+
+func (x *Version) GetSignatureBundleDigest() string {
+	if x != nil {
+		return x.SignatureBundleDigest
 	}
 	return ""
 }
@@ -1651,7 +1662,7 @@ const file_hallmark_registry_v1_registry_proto_rawDesc = "" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x16\n" +
 	"\x06signer\x18\x04 \x01(\tR\x06signer\x12\x16\n" +
 	"\x06issuer\x18\x05 \x01(\tR\x06issuer\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\xb8\x03\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xf0\x03\n" +
 	"\aVersion\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12\x16\n" +
@@ -1665,7 +1676,8 @@ const file_hallmark_registry_v1_registry_proto_rawDesc = "" +
 	"\fledger_index\x18\t \x01(\x04R\vledgerIndex\x12\x18\n" +
 	"\arevoked\x18\n" +
 	" \x01(\bR\arevoked\x12#\n" +
-	"\rrevoke_reason\x18\v \x01(\tR\frevokeReason\"\xfc\x01\n" +
+	"\rrevoke_reason\x18\v \x01(\tR\frevokeReason\x126\n" +
+	"\x17signature_bundle_digest\x18\f \x01(\tR\x15signatureBundleDigest\"\xfc\x01\n" +
 	"\x05Alias\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"connectrpc.com/connect"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	registryv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1"
+	"github.com/hallmark-dev/hallmark/registry/blob"
+	"github.com/hallmark-dev/hallmark/signing"
+)
+
+func init() {
+	register(command{name: "push", summary: "upload a model directory as a new immutable version", run: runPush})
+}
+
+// maxMetadataFile bounds --metadata: the server refuses large requests anyway.
+const maxMetadataFile = 1 << 20
+
+func runPush(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "push", "MODEL_DIR --model M --version LABEL [--signature model.sig | --sign-key KEY] [--metadata meta.json]")
+	cf := addClientFlags(fs, e, true)
+	model := fs.String("model", "", "model name (required)")
+	label := fs.String("version", "", "version label, unique within the model (required)")
+	sigPath := fs.String("signature", "", "OMS signature bundle of the model (model.sig) to attach")
+	signKey := fs.String("sign-key", "", "sign the manifest with this private key file or KMS URI and attach the signature")
+	metaPath := fs.String("metadata", "", "JSON file with the version's metadata (framework, metrics, lineage, labels, description)")
+	workers := fs.Int("jobs", runtime.GOMAXPROCS(0), "files hashed and uploaded at once")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one MODEL_DIR, got %d arguments", len(pos))
+	}
+	if *model == "" || *label == "" {
+		return usagef("--model and --version are required")
+	}
+	if *sigPath != "" && *signKey != "" {
+		return usagef("--signature and --sign-key exclude each other")
+	}
+	if *workers < 1 {
+		return usagef("--jobs %d: want at least 1", *workers)
+	}
+	if err := cf.check(); err != nil {
+		return err
+	}
+	dir := pos[0]
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("reading model: %w", err)
+	}
+
+	var meta *registryv1.Metadata
+	if *metaPath != "" {
+		if meta, err = readMetadata(*metaPath); err != nil {
+			return err
+		}
+	}
+
+	// A signature file kept inside the model directory is not part of the
+	// model, as model_signing treats it.
+	var walk signing.WalkOptions
+	walk.Workers = *workers
+	if *sigPath != "" && fi.IsDir() {
+		if rel, inside, err := signing.RelativeToModel(dir, *sigPath); err != nil {
+			return fmt.Errorf("resolving --signature: %w", err)
+		} else if inside {
+			walk.Ignore = append(walk.Ignore, rel)
+		}
+	}
+	m, err := signing.ManifestFromPath(ctx, dir, walk)
+	if err != nil {
+		return fmt.Errorf("hashing %s: %w", dir, err)
+	}
+	if m.Len() == 0 {
+		return fmt.Errorf("model %s has no files", dir)
+	}
+
+	var bundle []byte
+	switch {
+	case *sigPath != "":
+		if bundle, err = os.ReadFile(*sigPath); err != nil {
+			return fmt.Errorf("reading signature: %w", err)
+		}
+	case *signKey != "":
+		var s signing.Signer
+		if signing.IsKMSURI(*signKey) {
+			s, err = signing.NewKMSSigner(ctx, *signKey)
+		} else {
+			s, err = signing.LoadKeySigner(*signKey)
+		}
+		if err != nil {
+			return fmt.Errorf("loading signing key: %w", err)
+		}
+		name := filepath.Base(filepath.Clean(dir))
+		if bundle, err = signing.Sign(ctx, m, name, s, signing.SignOptions{IgnorePaths: walk.Ignore}); err != nil {
+			return fmt.Errorf("signing: %w", err)
+		}
+	}
+
+	c := cf.clients()
+	if err := uploadFiles(ctx, e, c, dir, fi.IsDir(), m, *workers); err != nil {
+		return err
+	}
+
+	req := &registryv1.CreateVersionRequest{Model: *model, Label: *label, Metadata: meta, SignatureBundle: bundle}
+	for _, f := range m.Files() {
+		req.Files = append(req.Files, &registryv1.File{Path: f.Path, Size: f.Size, Sha256: f.Digest.String()})
+	}
+	resp, err := c.registry.CreateVersion(ctx, connect.NewRequest(req))
+	if err != nil {
+		return rpcError("creating version", err)
+	}
+	if cf.json() {
+		return printJSON(e.stdout, resp.Msg)
+	}
+	v := resp.Msg.GetVersion()
+	if resp.Msg.GetAlreadyExisted() {
+		fmt.Fprintf(e.stderr, "%s@%s already existed with identical content\n", v.GetModel(), v.GetLabel())
+	}
+	if sc := v.GetSignature(); sc.GetPresent() && !sc.GetValid() {
+		fmt.Fprintf(e.stderr, "warning: signature recorded as not verified: %s\n", sc.GetError())
+	}
+	fmt.Fprintln(e.stdout, v.GetDigest())
+	return nil
+}
+
+func readMetadata(path string) (*registryv1.Metadata, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading metadata: %w", err)
+	}
+	defer f.Close()
+	b := make([]byte, maxMetadataFile+1)
+	n, err := readFull(f, b)
+	if err != nil {
+		return nil, fmt.Errorf("reading metadata %s: %w", path, err)
+	}
+	if n > maxMetadataFile {
+		return nil, fmt.Errorf("metadata %s: larger than %d bytes", path, maxMetadataFile)
+	}
+	var meta registryv1.Metadata
+	if err := protojson.Unmarshal(b[:n], &meta); err != nil {
+		return nil, fmt.Errorf("metadata %s: %w", path, err)
+	}
+	return &meta, nil
+}
+
+// readFull reads until b is full or the reader ends.
+func readFull(f *os.File, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := f.Read(b[n:])
+		n += k
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return n, nil
+			}
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// uploadFiles puts every file of m that the server lacks, workers at a
+// time, and checks that what was sent is what was hashed (a file changed
+// in between would otherwise be registered under a stale digest).
+func uploadFiles(ctx context.Context, e *env, c *registryClients, dir string, isDir bool, m signing.Manifest, workers int) error {
+	files := m.Files()
+	bar := newTransferBar(e.stderr, m.TotalSize(), "uploading")
+	defer bar.finish()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, f := range files {
+		g.Go(func() error {
+			d := blob.Digest(f.Digest)
+			bc := c.blobs(bar.tracker())
+			if n, err := bc.Stat(ctx, d); err == nil && n == f.Size {
+				bar.add(f.Size)
+				return nil // the server has it: skip the transfer
+			} else if err != nil && !errors.Is(err, blob.ErrNotFound) {
+				return fmt.Errorf("checking %q on the server: %w", f.Path, err)
+			}
+			path := dir
+			if isDir {
+				path = filepath.Join(dir, filepath.FromSlash(f.Path))
+			}
+			got, err := bc.Upload(ctx, path)
+			if err != nil {
+				return fmt.Errorf("uploading %q: %w", f.Path, err)
+			}
+			if got != d {
+				return fmt.Errorf("uploading %q: file changed while pushing (hashed %s, sent %s)", f.Path, d, got)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}

@@ -1,0 +1,191 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hallmark-dev/hallmark/ledger"
+	"github.com/hallmark-dev/hallmark/registry"
+	"github.com/hallmark-dev/hallmark/registry/blob"
+)
+
+// Data directory layout, shared with `hallmark ledger rebuild`.
+const (
+	LedgerSubdir   = "ledger"      // pebble: ledger + projection
+	BlobsSubdir    = "blobs"       // badger: artifact bytes
+	TrustSubdir    = "trust"       // keys/*.pub and roots/*.pem for signature checks at push
+	AdminTokenFile = "admin.token" // written once, mode 0600, on first start
+)
+
+// OpenOptions configure Open. The zero value of every field means its
+// default.
+type OpenOptions struct {
+	// Origin is the checkpoint origin of a new ledger (ledger.Options).
+	Origin string
+	// Logger receives the startup log and, with component attributes,
+	// pebble's and badger's messages. The default discards them.
+	Logger *slog.Logger
+	// Announce receives the admin token, once, on the first start of an
+	// empty data directory. The default discards it (it is still written
+	// to DIR/admin.token).
+	Announce io.Writer
+	// BlobOptions are passed to blob.Open (Logger is filled in).
+	BlobOptions blob.Options
+	// Now is the registry's clock (tests). The default is time.Now.
+	Now func() time.Time
+}
+
+// Stores are the opened parts of a data directory.
+type Stores struct {
+	Dir      string
+	Ledger   *ledger.Log
+	Blobs    *blob.Store
+	Registry *registry.Registry
+	// Trusted lists the trust-store files loaded.
+	Trusted []string
+}
+
+// Open opens (creating if needed) everything in data directory dir: the
+// ledger and projection, the blob store and the trust store, catches the
+// projection up and checks it against the ledger head, and on an empty
+// registry creates the admin principal, writing its token to
+// dir/admin.token (mode 0600) and to opts.Announce.
+func Open(ctx context.Context, dir string, opts OpenOptions) (_ *Stores, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	st := &Stores{Dir: dir}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	ldir := filepath.Join(dir, LedgerSubdir)
+	st.Ledger, err = ledger.Open(ldir, ledger.Options{Origin: opts.Origin, Logger: log.With("component", "pebble")})
+	if err != nil {
+		return nil, fmt.Errorf("opening ledger at %s: %w", ldir, err)
+	}
+	bopts := opts.BlobOptions
+	if bopts.Logger == nil {
+		bopts.Logger = log.With("component", "badger")
+	}
+	bdir := filepath.Join(dir, BlobsSubdir)
+	st.Blobs, err = blob.Open(bdir, bopts)
+	if err != nil {
+		return nil, fmt.Errorf("opening blob store at %s: %w", bdir, err)
+	}
+	tdir := filepath.Join(dir, TrustSubdir)
+	trust, loaded, err := registry.LoadTrustStore(tdir)
+	if err != nil {
+		return nil, fmt.Errorf("loading trust store %s: %w", tdir, err)
+	}
+	st.Trusted = loaded
+	log.Info("trust store", "dir", tdir, "public_keys", len(trust.PublicKeys), "roots", len(trust.Roots), "files", loaded)
+	st.Registry, err = registry.Open(st.Ledger, st.Blobs, registry.Options{Trust: trust, Now: opts.Now, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("opening registry: %w", err)
+	}
+	tok, created, err := st.Registry.Bootstrap(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		path := filepath.Join(dir, AdminTokenFile)
+		if err := writeSecret(path, tok+"\n"); err != nil {
+			return nil, fmt.Errorf("writing the admin token: %w", err)
+		}
+		log.Info("created the admin principal", "token_file", path)
+		if opts.Announce != nil {
+			fmt.Fprintf(opts.Announce, "admin token (also in %s, shown once): %s\n", path, tok)
+		}
+	}
+	return st, nil
+}
+
+// writeSecret writes s to path with mode 0600 through a synced temporary
+// file, so the file is complete or absent.
+func writeSecret(path, s string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(f, s); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Config returns the server Config over the stores.
+func (st *Stores) Config(log *slog.Logger, lim Limits) Config {
+	return Config{Registry: st.Registry, Ledger: st.Ledger, Blobs: st.Blobs, Logger: log, Limits: lim}
+}
+
+// CollectBlobs runs the blob store's collector every interval until ctx is
+// done, removing blobs no version references once grace has passed since
+// they were last written or touched. grace must exceed the longest push
+// (upload to CreateVersion).
+func (st *Stores) CollectBlobs(ctx context.Context, interval, grace time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		stats, err := st.Blobs.Collect(ctx, st.Registry.IsBlobReferenced, grace)
+		switch {
+		case errors.Is(err, blob.ErrBusy), errors.Is(err, context.Canceled):
+		case err != nil:
+			log.Error("blob collection failed", "err", err)
+		default:
+			log.Info("blob collection", "blobs_deleted", stats.BlobsDeleted, "chunks_deleted", stats.ChunksDeleted,
+				"uploads_expired", stats.UploadsExpired, "blobs_kept", stats.BlobsKept)
+		}
+	}
+}
+
+// Close closes the stores (the registry holds no resources of its own).
+func (st *Stores) Close() error {
+	var errs []error
+	if st.Blobs != nil {
+		if err := st.Blobs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing blob store: %w", err))
+		}
+		st.Blobs = nil
+	}
+	if st.Ledger != nil {
+		if err := st.Ledger.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing ledger: %w", err))
+		}
+		st.Ledger = nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,225 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1/ledgerv1connect"
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1/registryv1connect"
+	"github.com/hallmark-dev/hallmark/internal/blobhttp"
+	"github.com/hallmark-dev/hallmark/ledger"
+	"github.com/hallmark-dev/hallmark/registry"
+	"github.com/hallmark-dev/hallmark/registry/blob"
+)
+
+// Config is what New needs: the opened stores and the limits. The stores
+// stay the caller's to close.
+type Config struct {
+	Registry *registry.Registry // required
+	Ledger   *ledger.Log        // required: the registry's ledger
+	Blobs    *blob.Store        // required: the registry's blob store
+	// Logger receives request logs (debug) and failures. The default
+	// discards them.
+	Logger *slog.Logger
+	Limits Limits
+}
+
+// Limits bound what one request may cost. The zero value of a field means
+// its default.
+type Limits struct {
+	// MaxMessageBytes bounds one Connect request message (a version's file
+	// list and signature bundle travel in it). Larger messages fail with
+	// ResourceExhausted before they are decoded. The default is 8 MiB.
+	MaxMessageBytes int
+	// RPCTimeout bounds the handling of one RPC. The default is 30 seconds.
+	RPCTimeout time.Duration
+	// MaxBlobSize bounds one blob. The default is the blob store's.
+	MaxBlobSize int64
+	// MaxConcurrentUploads bounds blob uploads streaming at once; more get
+	// 429. The default is 8.
+	MaxConcurrentUploads int
+	// UploadStallTimeout aborts an upload whose body sends nothing for this
+	// long. The default is one minute.
+	UploadStallTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers (Run). The
+	// default is 10 seconds.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections (Run). The default is
+	// two minutes.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (Run). The default is
+	// 64 KiB.
+	MaxHeaderBytes int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = 8 << 20
+	}
+	if l.RPCTimeout <= 0 {
+		l.RPCTimeout = 30 * time.Second
+	}
+	if l.MaxConcurrentUploads <= 0 {
+		l.MaxConcurrentUploads = 8
+	}
+	if l.UploadStallTimeout <= 0 {
+		l.UploadStallTimeout = time.Minute
+	}
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = 10 * time.Second
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 2 * time.Minute
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 64 << 10
+	}
+	return l
+}
+
+// server holds what the handlers share.
+type server struct {
+	cfg     Config
+	reg     *registry.Registry
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// New returns the server's handler. It does not start anything: Run serves
+// it, tests mount it on httptest.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Registry == nil || cfg.Ledger == nil || cfg.Blobs == nil {
+		return nil, errors.New("server: Config needs Registry, Ledger and Blobs")
+	}
+	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{cfg: cfg, reg: cfg.Registry, log: cfg.Logger, metrics: newMetrics()}
+
+	opts := []connect.HandlerOption{
+		// Metrics outermost so that refused calls are counted too.
+		connect.WithInterceptors(metricsInterceptor{s.metrics}, authInterceptor{s}),
+		connect.WithReadMaxBytes(cfg.Limits.MaxMessageBytes),
+		connect.WithSendMaxBytes(4 * cfg.Limits.MaxMessageBytes),
+	}
+	mux := http.NewServeMux()
+	mux.Handle(registryv1connect.NewRegistryServiceHandler(registryService{s}, opts...))
+	mux.Handle(registryv1connect.NewAccessServiceHandler(accessService{s}, opts...))
+	mux.Handle(ledgerv1connect.NewLedgerServiceHandler(ledgerService{s}, opts...))
+
+	blobs := blobhttp.NewHandler(cfg.Blobs, blobhttp.Options{
+		Authorize:            s.authorizeBlob,
+		MaxBlobSize:          cfg.Limits.MaxBlobSize,
+		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
+		StallTimeout:         cfg.Limits.UploadStallTimeout,
+	})
+	mux.Handle("/v1/blobs/", s.metrics.countBlobs(blobs))
+
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	// The ledger's read-only tlog-tiles paths: public, like any
+	// transparency log, so that monitors and auditors need no token.
+	mux.Handle("/", cfg.Ledger.Handler())
+	return s.logRequests(mux), nil
+}
+
+// ready answers 200 while the ledger and the blob store serve reads and the
+// projection matches the ledger head.
+func (s *server) ready(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if _, err := s.cfg.Ledger.CheckpointAt(0); errors.Is(err, ledger.ErrClosed) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "ledger closed\n")
+		return
+	}
+	if err := s.reg.CheckProjection(r.Context()); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "projection: %v\n", err)
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+// logRequests logs each request at debug level, and server errors at warn.
+func (s *server) logRequests(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		cw := &countingWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(cw, r)
+		level := slog.LevelDebug
+		if cw.code >= 500 {
+			level = slog.LevelWarn
+		}
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
+		s.log.LogAttrs(r.Context(), level, "request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", cw.code), slog.Int64("bytes", cw.n),
+			slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr))
+	})
+}
+
+// Run serves New(cfg) on ln until ctx is done, then drains open requests
+// (for at most shutdownTimeout) and returns. It speaks HTTP/1.1 and
+// unencrypted HTTP/2 (h2c), so gRPC clients work without TLS. It always
+// closes ln; the stores stay open.
+func Run(ctx context.Context, cfg Config, ln net.Listener) error {
+	defer ln.Close()
+	h, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	lim := cfg.Limits.withDefaults()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           h,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		// No ReadTimeout or WriteTimeout: a multi-GB blob transfer takes
+		// as long as it takes; stalled uploads are cut by the blob
+		// handler and RPCs by RPCTimeout.
+		IdleTimeout:    lim.IdleTimeout,
+		MaxHeaderBytes: lim.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving: %w", err)
+	}
+	return nil
+}
+
+// shutdownTimeout bounds the drain of open requests in Run.
+const shutdownTimeout = 10 * time.Second
