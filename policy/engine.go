@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -287,14 +289,12 @@ func (p *Policy) Decide(ctx context.Context, input []byte) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, _, err := p.eval(ctx, in, nil)
-	return d, err
+	return p.eval(ctx, in, nil)
 }
 
 // DecideInput evaluates the entry point for an input parsed by ParseInput.
 func (p *Policy) DecideInput(ctx context.Context, in *Input) (*Decision, error) {
-	d, _, err := p.eval(ctx, in, nil)
-	return d, err
+	return p.eval(ctx, in, nil)
 }
 
 func (p *Policy) parse(input []byte) (*Input, error) {
@@ -304,54 +304,93 @@ func (p *Policy) parse(input []byte) (*Input, error) {
 	return ParseInput(input)
 }
 
-func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer) (*Decision, any, error) {
-	v := in.v
-	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
-	defer cancel()
-	evalOpts := []rego.EvalOption{rego.EvalParsedInput(v)}
+// evalMetrics is shared by every evaluation: hallmark reads no OPA metrics,
+// and a fresh metrics object per evaluation is a few allocations and timers
+// for nothing.
+var evalMetrics = metrics.NoOp()
+
+// keepTerm hands the result back as OPA's own value: converting it to Go maps
+// and slices first (OPA's default) costs an allocation per node, and
+// toDecision reads the value directly.
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
+
+func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer) (*Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
+	}
+	// One Cancel per evaluation, fired by the deadline timer or by ctx. This
+	// replaces a derived context with a deadline plus the goroutine that OPA
+	// otherwise starts per evaluation to watch it.
+	cancel := topdown.NewCancel()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(p.opts.Timeout, func() {
+		timedOut.Store(true)
+		cancel.Cancel()
+	})
+	defer timer.Stop()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, cancel.Cancel)
+		defer stop()
+	}
+	evalOpts := []rego.EvalOption{
+		rego.EvalParsedInput(in.v),
+		rego.EvalExternalCancel(cancel),
+		rego.EvalMetrics(evalMetrics),
+		rego.EvalInstrument(false),
+		rego.EvalGenerateJSON(keepTerm),
+	}
 	if tracer != nil {
 		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
 	}
 	rs, err := p.pq.Eval(ctx, evalOpts...)
 	if err != nil {
-		if topdown.IsCancel(err) || errors.Is(err, context.DeadlineExceeded) {
-			if ctx.Err() == context.DeadlineExceeded {
-				return nil, nil, fmt.Errorf("evaluate %s: %w (%v)", EntryPoint, ErrTimeout, p.opts.Timeout)
+		if topdown.IsCancel(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			if timedOut.Load() {
+				return nil, fmt.Errorf("evaluate %s: %w (%v)", EntryPoint, ErrTimeout, p.opts.Timeout)
 			}
-			return nil, nil, fmt.Errorf("evaluate %s: %w", EntryPoint, ctx.Err())
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, cerr)
+			}
 		}
-		return nil, nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
+		return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return nil, nil, ErrUndefined
+		return nil, ErrUndefined
 	}
-	raw := rs[0].Expressions[0].Value
-	d, err := toDecision(raw)
-	if err != nil {
-		return nil, nil, err
+	v, ok := rs[0].Expressions[0].Value.(ast.Value)
+	if !ok {
+		return nil, fmt.Errorf("%w: unexpected result %T", ErrBadDecision, rs[0].Expressions[0].Value)
 	}
-	return d, raw, nil
+	return toDecision(v)
 }
 
 // toDecision converts the entry point's value, checking its shape.
-func toDecision(raw any) (*Decision, error) {
-	obj, ok := raw.(map[string]any)
+func toDecision(v ast.Value) (*Decision, error) {
+	obj, ok := v.(ast.Object)
 	if !ok {
-		return nil, fmt.Errorf("%w: want an object, got %T", ErrBadDecision, raw)
+		return nil, fmt.Errorf("%w: want an object, got %s", ErrBadDecision, ast.ValueName(v))
 	}
 	var d Decision
-	for k, v := range obj {
+	var sawAllow bool
+	var err error
+	obj.Until(func(kt, vt *ast.Term) bool {
+		k, ok := kt.Value.(ast.String)
+		if !ok {
+			err = fmt.Errorf("%w: unexpected key %v", ErrBadDecision, kt)
+			return true
+		}
 		switch k {
 		case "allow":
-			b, ok := v.(bool)
+			b, ok := vt.Value.(ast.Boolean)
 			if !ok {
-				return nil, fmt.Errorf("%w: allow must be a boolean, got %T", ErrBadDecision, v)
+				err = fmt.Errorf("%w: allow must be a boolean, got %s", ErrBadDecision, ast.ValueName(vt.Value))
+				return true
 			}
-			d.Allow = b
+			d.Allow, sawAllow = bool(b), true
 		case "deny", "warn":
-			rs, err := toReasons(k, v)
-			if err != nil {
-				return nil, err
+			var rs []Reason
+			if rs, err = toReasons(string(k), vt.Value); err != nil {
+				return true
 			}
 			if k == "deny" {
 				d.Deny = rs
@@ -359,20 +398,27 @@ func toDecision(raw any) (*Decision, error) {
 				d.Warn = rs
 			}
 		case "required_approvals":
-			n, ok := v.(json.Number)
+			n, ok := vt.Value.(ast.Number)
 			if !ok {
-				return nil, fmt.Errorf("%w: required_approvals must be a number, got %T", ErrBadDecision, v)
+				err = fmt.Errorf("%w: required_approvals must be a number, got %s", ErrBadDecision, ast.ValueName(vt.Value))
+				return true
 			}
-			i, err := n.Int64()
-			if err != nil || i < 0 || i > 1000 {
-				return nil, fmt.Errorf("%w: required_approvals must be an integer in [0, 1000], got %s", ErrBadDecision, n)
+			i, ok := n.Int64()
+			if !ok || i < 0 || i > 1000 {
+				err = fmt.Errorf("%w: required_approvals must be an integer in [0, 1000], got %s", ErrBadDecision, n)
+				return true
 			}
 			d.RequiredApprovals = int(i)
 		default:
-			return nil, fmt.Errorf("%w: unexpected key %q", ErrBadDecision, k)
+			err = fmt.Errorf("%w: unexpected key %q", ErrBadDecision, string(k))
+			return true
 		}
+		return false
+	})
+	if err != nil {
+		return nil, err
 	}
-	if _, ok := obj["allow"]; !ok {
+	if !sawAllow {
 		return nil, fmt.Errorf("%w: allow is missing", ErrBadDecision)
 	}
 	d.normalise()
@@ -382,26 +428,39 @@ func toDecision(raw any) (*Decision, error) {
 	return &d, nil
 }
 
-func toReasons(key string, v any) ([]Reason, error) {
-	items, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s must be a set or array, got %T", ErrBadDecision, key, v)
+// toReasons reads a set or array of {"rule", "message"} objects.
+func toReasons(key string, v ast.Value) ([]Reason, error) {
+	var items []*ast.Term
+	switch c := v.(type) {
+	case ast.Set:
+		items = c.Slice()
+	case *ast.Array:
+		items = make([]*ast.Term, 0, c.Len())
+		c.Foreach(func(t *ast.Term) { items = append(items, t) })
+	default:
+		return nil, fmt.Errorf("%w: %s must be a set or array, got %s", ErrBadDecision, key, ast.ValueName(v))
 	}
 	out := make([]Reason, 0, len(items))
 	for _, it := range items {
-		m, ok := it.(map[string]any)
+		m, ok := it.Value.(ast.Object)
 		if !ok {
-			return nil, fmt.Errorf("%w: %s entries must be {rule, message} objects, got %T", ErrBadDecision, key, it)
+			return nil, fmt.Errorf("%w: %s entries must be {rule, message} objects, got %s", ErrBadDecision, key, ast.ValueName(it.Value))
 		}
-		rule, _ := m["rule"].(string)
-		msg, _ := m["message"].(string)
-		if rule == "" || len(m) != 2 {
+		var rule, msg ast.String
+		var ruleOK, msgOK bool
+		if t := m.Get(ast.InternedTerm("rule")); t != nil {
+			rule, ruleOK = t.Value.(ast.String)
+		}
+		if t := m.Get(ast.InternedTerm("message")); t != nil {
+			msg, msgOK = t.Value.(ast.String)
+		}
+		if !ruleOK || rule == "" || m.Len() != 2 {
 			return nil, fmt.Errorf("%w: %s entries must be {rule, message} objects with a non-empty rule, got %v", ErrBadDecision, key, m)
 		}
-		if _, ok := m["message"].(string); !ok {
-			return nil, fmt.Errorf("%w: %s entry %q has no message string", ErrBadDecision, key, rule)
+		if !msgOK {
+			return nil, fmt.Errorf("%w: %s entry %q has no message string", ErrBadDecision, key, string(rule))
 		}
-		out = append(out, Reason{Rule: rule, Message: msg})
+		out = append(out, Reason{Rule: string(rule), Message: string(msg)})
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -331,12 +332,35 @@ func TestExplain(t *testing.T) {
 	if len(ex.Attributions) != 2 {
 		t.Fatalf("attributions: got %d (%+v), want 2", len(ex.Attributions), ex.Attributions)
 	}
+	// evidence.drift reaches warn through the evidence_warnings helper set:
+	// the source is the helper rule that builds it, not the forwarding rule.
+	want := map[string]string{
+		"signature.trusted_required": "promotion.rego:" + ruleLine(t, "promotion.rego", `deny contains {"rule": "signature.trusted_required"`),
+		"evidence.drift":             "evidence.rego:" + ruleLine(t, "evidence.rego", `evidence_warnings contains {"rule": "evidence.drift"`),
+	}
 	for _, a := range ex.Attributions {
-		want := map[string]string{"signature.trusted_required": "promotion.rego:", "evidence.drift": "evidence.rego:"}[a.Reason.Rule]
-		if len(a.Sources) != 1 || !strings.HasPrefix(a.Sources[0], want) {
-			t.Errorf("%s %s: sources %v, want one in %s", a.Kind, a.Reason.Rule, a.Sources, want)
+		if len(a.Sources) != 1 || a.Sources[0] != want[a.Reason.Rule] {
+			t.Errorf("%s %s: got sources %v, want [%s]", a.Kind, a.Reason.Rule, a.Sources, want[a.Reason.Rule])
 		}
 	}
+}
+
+// ruleLine returns the line number of the first line of the default pack's
+// file that starts with prefix.
+func ruleLine(tb testing.TB, file, prefix string) string {
+	tb.Helper()
+	for _, f := range DefaultSet().Files() {
+		if f.Name != file {
+			continue
+		}
+		for i, line := range strings.Split(string(f.Data), "\n") {
+			if strings.HasPrefix(line, prefix) {
+				return strconv.Itoa(i + 1)
+			}
+		}
+	}
+	tb.Fatalf("%s: no line starts with %s", file, prefix)
+	return ""
 }
 
 func TestParseDecisionRoundTrip(t *testing.T) {

@@ -15,10 +15,12 @@ import (
 type Attribution struct {
 	Kind   string `json:"kind"` // "deny" or "warn"
 	Reason Reason `json:"reason"`
-	// Sources are the file:line locations of the `deny contains` / `warn
-	// contains` rules of package hallmark.promotion that produced the
-	// reason; empty when it came from elsewhere (a helper rule's set
-	// assembled differently).
+	// Sources are the file:line locations of the rules of package
+	// hallmark.promotion whose head builds the reason: `deny contains
+	// {...}` / `warn contains {...}`, or a helper set that a deny or warn
+	// rule draws its reasons from (`deny contains reason if { some reason
+	// in evidence_denials }` points at the evidence_denials rule). Empty
+	// when the reason was assembled differently.
 	Sources []string `json:"sources"`
 }
 
@@ -37,7 +39,7 @@ func (p *Policy) Explain(ctx context.Context, input []byte) (*Explanation, error
 	if err != nil {
 		return nil, err
 	}
-	d, _, err := p.eval(ctx, in, t)
+	d, err := p.eval(ctx, in, t)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +47,7 @@ func (p *Policy) Explain(ctx context.Context, input []byte) (*Explanation, error
 	add := func(kind string, rs []Reason) {
 		for _, r := range rs {
 			src := slices.Clone(t.sources[kind+"\x00"+r.Rule+"\x00"+r.Message])
+			src = append(src, t.sources[helperKind+"\x00"+r.Rule+"\x00"+r.Message]...)
 			slices.Sort(src)
 			ex.Attributions = append(ex.Attributions, Attribution{Kind: kind, Reason: r, Sources: slices.Compact(src)})
 		}
@@ -54,9 +57,14 @@ func (p *Policy) Explain(ctx context.Context, input []byte) (*Explanation, error
 	return ex, nil
 }
 
-// ruleTracer records, for every exit of a deny or warn rule of the entry
-// package, the value the rule contributed. Values are plugged when the
-// event is emitted, as Event.Plug requires.
+// helperKind files the reasons of partial sets other than deny and warn.
+const helperKind = "*"
+
+// ruleTracer records, for every exit of a partial-set rule of the entry
+// package whose head builds a {rule, message} object, the value the rule
+// contributed, filed under deny, warn or helperKind. Rules whose head is a
+// bare variable only forward another set's reasons and are not sources.
+// Values are plugged when the event is emitted, as Event.Plug requires.
 type ruleTracer struct {
 	mu      sync.Mutex
 	sources map[string][]string
@@ -78,9 +86,12 @@ func (t *ruleTracer) TraceEvent(evt topdown.Event) {
 	if len(ref) != 1 || rule.Head.Key == nil {
 		return
 	}
+	if _, ok := rule.Head.Key.Value.(ast.Var); ok {
+		return
+	}
 	kind := ref[0].Value.String()
 	if kind != "deny" && kind != "warn" {
-		return
+		kind = helperKind
 	}
 	obj, ok := evt.Plug(rule.Head.Key).Value.(ast.Object)
 	if !ok {

@@ -5,97 +5,132 @@
 # a pass. Rollbacks are exempt (see rollback.rego).
 package hallmark.promotion
 
-evidence_settings := settings.evidence
-
 evidence_required if {
-	not input.request.rollback
-	input.request.alias in settings.evidence_required
+	input.request.rollback == false
+	input.request.alias in data.hallmark.settings.evidence_required
 }
 
 deny contains {"rule": "evidence.missing", "message": msg} if {
-	evidence_required
 	not input.evidence
+	evidence_required
 	msg := sprintf("%s needs shadow evidence for version %s; none was recorded", [input.request.alias, input.candidate.label])
 }
 
 deny contains {"rule": "evidence.mismatch", "message": msg} if {
-	evidence_required
-	some problem in evidence_mismatches
-	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, problem])
-}
-
-evidence_mismatches contains "candidate differs from the requested version" if {
 	input.evidence.candidate != input.request.to_version
+	evidence_required
+	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "candidate differs from the requested version"])
 }
 
-evidence_mismatches contains "baseline differs from the version the alias points at" if {
+deny contains {"rule": "evidence.mismatch", "message": msg} if {
 	input.evidence.baseline != input.request.from_version
+	evidence_required
+	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "baseline differs from the version the alias points at"])
 }
 
-evidence_mismatches contains "evidence was gathered for another alias" if {
+deny contains {"rule": "evidence.mismatch", "message": msg} if {
 	input.evidence.alias != input.request.alias
+	evidence_required
+	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "evidence was gathered for another alias"])
+}
+
+# ---- thresholds, per scope ----------------------------------------------------
+
+# evidence_clean holds when the overall summary and every segment meet every
+# threshold below, deny and warn alike. It is the fast path: checking each
+# number once here costs far less than running each threshold rule over
+# every scope, and when it holds those rules have nothing to find. When it
+# does not hold (or a field is missing), they run and say exactly what
+# failed. The comparisons are the complements of the rules' conditions.
+evidence_clean if {
+	s := data.hallmark.settings.evidence
+	ev := input.evidence
+	need := max([ev.min_sample, s.min_sample])
+	ev.overall.requests >= s.min_requests
+	every seg in array.concat([ev.overall], [seg | some seg in ev.segments]) {
+		seg.sufficient == true
+		seg.n >= need
+		seg.agreement.lower >= s.min_agreement_lower
+		seg.latency_ms.p99_ratio <= s.max_p99_latency_ratio
+		seg.error_rate <= s.max_error_rate
+		seg.psi <= s.warn_psi
+		seg.drop_rate <= s.warn_drop_rate
+	}
+}
+
+deny contains reason if {
+	not evidence_clean
+	evidence_required
+	some reason in evidence_denials
+}
+
+warn contains reason if {
+	not evidence_clean
+	some reason in evidence_warnings
 }
 
 # checked_segments maps each evidence scope to its summary: "(overall)" plus
 # every named segment.
 checked_segments := object.union(input.evidence.segments, {"(overall)": input.evidence.overall})
 
-min_sample := max([input.evidence.min_sample, evidence_settings.min_sample])
-
-deny contains {"rule": "evidence.insufficient", "message": msg} if {
-	evidence_required
+evidence_denials contains {"rule": "evidence.insufficient", "message": msg} if {
+	need := max([input.evidence.min_sample, data.hallmark.settings.evidence.min_sample])
 	some name, seg in checked_segments
-	insufficient(seg)
-	msg := sprintf("segment %s: %d compared pairs, need at least %d (insufficient evidence is not a pass)", [name, seg.n, min_sample])
+	insufficient(seg, need)
+	msg := sprintf("segment %s: %d compared pairs, need at least %d (insufficient evidence is not a pass)", [name, seg.n, need])
 }
 
-insufficient(seg) if seg.sufficient != true
+insufficient(seg, _) if seg.sufficient != true
 
-insufficient(seg) if seg.n < min_sample
+insufficient(seg, need) if seg.n < need
 
-deny contains {"rule": "evidence.requests", "message": msg} if {
-	evidence_required
+evidence_denials contains {"rule": "evidence.requests", "message": msg} if {
+	need := data.hallmark.settings.evidence.min_requests
 	seg := input.evidence.overall
-	seg.requests < evidence_settings.min_requests
-	msg := sprintf("shadow saw %d requests, need at least %d", [seg.requests, evidence_settings.min_requests])
+	seg.requests < need
+	msg := sprintf("shadow saw %d requests, need at least %d", [seg.requests, need])
 }
 
-deny contains {"rule": "evidence.agreement", "message": msg} if {
-	evidence_required
+evidence_denials contains {"rule": "evidence.agreement", "message": msg} if {
+	limit := data.hallmark.settings.evidence.min_agreement_lower
 	some name, seg in checked_segments
-	seg.agreement.lower < evidence_settings.min_agreement_lower
-	msg := sprintf("segment %s: agreement lower bound %v is below %v", [name, seg.agreement.lower, evidence_settings.min_agreement_lower])
+	seg.agreement.lower < limit
+	msg := sprintf("segment %s: agreement lower bound %v is below %v", [name, seg.agreement.lower, limit])
 }
 
-deny contains {"rule": "evidence.latency", "message": msg} if {
-	evidence_required
+evidence_denials contains {"rule": "evidence.latency", "message": msg} if {
+	limit := data.hallmark.settings.evidence.max_p99_latency_ratio
 	some name, seg in checked_segments
-	seg.latency_ms.p99_ratio > evidence_settings.max_p99_latency_ratio
-	msg := sprintf("segment %s: shadow p99 latency is %vx the primary's, above %vx", [name, seg.latency_ms.p99_ratio, evidence_settings.max_p99_latency_ratio])
+	seg.latency_ms.p99_ratio > limit
+	msg := sprintf("segment %s: shadow p99 latency is %vx the primary's, above %vx", [name, seg.latency_ms.p99_ratio, limit])
 }
 
-deny contains {"rule": "evidence.errors", "message": msg} if {
-	evidence_required
+evidence_denials contains {"rule": "evidence.errors", "message": msg} if {
+	limit := data.hallmark.settings.evidence.max_error_rate
 	some name, seg in checked_segments
-	seg.error_rate > evidence_settings.max_error_rate
-	msg := sprintf("segment %s: shadow error rate %v is above %v", [name, seg.error_rate, evidence_settings.max_error_rate])
+	seg.error_rate > limit
+	msg := sprintf("segment %s: shadow error rate %v is above %v", [name, seg.error_rate, limit])
 }
 
-warn contains {"rule": "evidence.drift", "message": msg} if {
+evidence_warnings contains {"rule": "evidence.drift", "message": msg} if {
+	limit := data.hallmark.settings.evidence.warn_psi
 	some name, seg in checked_segments
-	seg.psi > evidence_settings.warn_psi
-	msg := sprintf("segment %s: output drift PSI %v is above %v", [name, seg.psi, evidence_settings.warn_psi])
+	seg.psi > limit
+	msg := sprintf("segment %s: output drift PSI %v is above %v", [name, seg.psi, limit])
 }
 
-warn contains {"rule": "evidence.drops", "message": msg} if {
+evidence_warnings contains {"rule": "evidence.drops", "message": msg} if {
+	limit := data.hallmark.settings.evidence.warn_drop_rate
 	some name, seg in checked_segments
-	seg.drop_rate > evidence_settings.warn_drop_rate
-	msg := sprintf("segment %s: %v of requests were not mirrored, above %v", [name, seg.drop_rate, evidence_settings.warn_drop_rate])
+	seg.drop_rate > limit
+	msg := sprintf("segment %s: %v of requests were not mirrored, above %v", [name, seg.drop_rate, limit])
 }
+
+# ---- freshness ------------------------------------------------------------------
 
 warn contains {"rule": "evidence.stale", "message": msg} if {
 	age_ns := time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(input.evidence.updated_at)
-	hours := age_ns / ((60 * 60) * 1000000000)
-	hours > evidence_settings.warn_age_hours
+	hours := age_ns / 3600000000000 # one hour in nanoseconds
+	hours > data.hallmark.settings.evidence.warn_age_hours
 	msg := sprintf("shadow evidence was last updated %d hours before this decision", [floor(hours)])
 }

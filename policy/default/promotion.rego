@@ -6,7 +6,13 @@
 #   without editing rules.
 package hallmark.promotion
 
-settings := data.hallmark.settings
+# How this pack is written, and why: a decision runs on every promotion, so
+# the rules are shaped for OPA's evaluator (docs/policy-authoring.md,
+# "Writing fast rules"). They read data.hallmark.settings into a local once
+# per rule instead of through helper rules (each reference to another rule
+# is a lookup), test booleans with `== true` / `== false` so that OPA's rule
+# index skips the rules that cannot apply (input.request.rollback and
+# input.candidate.revoked are required booleans), and inline small helpers.
 
 # decision is the entry point hallmark evaluates.
 decision := {
@@ -18,24 +24,26 @@ decision := {
 
 # ---- signatures -------------------------------------------------------------
 
-trusted_signature(sig) if {
+# A trusted signature is valid, chains to a trust root and, when
+# settings.trusted_signers is not empty, comes from a listed signer.
+any_trusted_signature if {
+	count(data.hallmark.settings.trusted_signers) == 0
+	some sig in input.signatures
 	sig.valid == true
 	sig.trusted == true
-	signer_allowed(sig.signer)
 }
 
-signer_allowed(_) if count(settings.trusted_signers) == 0
-
-signer_allowed(signer) if signer in settings.trusted_signers
+any_trusted_signature if {
+	signers := data.hallmark.settings.trusted_signers
+	some sig in input.signatures
+	sig.valid == true
+	sig.trusted == true
+	sig.signer in signers
+}
 
 deny contains {"rule": "signature.trusted_required", "message": msg} if {
 	not any_trusted_signature
 	msg := sprintf("version %s has no valid signature from a trusted key (%d signature(s) checked)", [input.candidate.label, count(input.signatures)])
-}
-
-any_trusted_signature if {
-	some sig in input.signatures
-	trusted_signature(sig)
 }
 
 warn contains {"rule": "signature.invalid_present", "message": msg} if {
@@ -54,36 +62,33 @@ deny contains {"rule": "version.revoked", "message": msg} if {
 # ---- approvals --------------------------------------------------------------
 
 # Approvers count once each, and never when they created the version or asked
-# for the promotion (four-eyes principle).
-eligible(approver) if {
-	approver != input.candidate.creator
-	approver != input.request.requester
-}
-
+# for the promotion (four-eyes principle), nor when they also rejected it.
 eligible_approvers contains a.approver if {
+	rejected := {r.approver | some r in input.approvals; r.meaning == "rejected"}
+	creator := input.candidate.creator
+	requester := input.request.requester
 	some a in input.approvals
 	a.meaning == "approved"
-	eligible(a.approver)
-	not rejected_by(a.approver)
+	a.approver != creator
+	a.approver != requester
+	not a.approver in rejected
 }
 
-rejected_by(approver) if {
-	some a in input.approvals
-	a.approver == approver
-	a.meaning == "rejected"
-}
+# required_approvals is settings.approvals (settings.rollback_approvals for a
+# rollback) for the alias, or that table's "default" entry.
+required_approvals := alias_setting(data.hallmark.settings.approvals) if input.request.rollback == false
+
+required_approvals := alias_setting(data.hallmark.settings.rollback_approvals) if input.request.rollback == true
 
 alias_setting(table) := table[input.request.alias]
 
 alias_setting(table) := table["default"] if not table[input.request.alias]
 
-required_approvals := alias_setting(settings.rollback_approvals) if input.request.rollback
-
-required_approvals := alias_setting(settings.approvals) if not input.request.rollback
-
 deny contains {"rule": "approvals.insufficient", "message": msg} if {
-	count(eligible_approvers) < required_approvals
-	msg := sprintf("%s needs %d approval(s) from people other than the creator and the requester, has %d", [input.request.alias, required_approvals, count(eligible_approvers)])
+	have := count(eligible_approvers)
+	need := required_approvals
+	have < need
+	msg := sprintf("%s needs %d approval(s) from people other than the creator and the requester, has %d", [input.request.alias, need, have])
 }
 
 deny contains {"rule": "approvals.rejected", "message": msg} if {
@@ -95,13 +100,8 @@ deny contains {"rule": "approvals.rejected", "message": msg} if {
 # ---- promotion path ---------------------------------------------------------
 
 deny contains {"rule": "promotion.prerequisite_alias", "message": msg} if {
-	not input.request.rollback
-	required := settings.prerequisite_alias[input.request.alias]
-	not held_alias(required)
+	input.request.rollback == false
+	required := data.hallmark.settings.prerequisite_alias[input.request.alias]
+	not required in {t.alias | some t in input.candidate.aliases}
 	msg := sprintf("version %s must be at %s before %s", [input.candidate.label, required, input.request.alias])
-}
-
-held_alias(name) if {
-	some t in input.candidate.aliases
-	t.alias == name
 }

@@ -7,7 +7,7 @@
 package hallmark.promotion
 
 deny contains {"rule": "rollback.not_in_history", "message": msg} if {
-	input.request.rollback
+	input.request.rollback == true
 	not previously_at_alias
 	msg := sprintf("request is marked as a rollback but version %s was never at %s", [input.candidate.label, input.request.alias])
 }
@@ -18,12 +18,12 @@ previously_at_alias if {
 }
 
 deny contains {"rule": "rollback.reason_required", "message": "a rollback must state its reason"} if {
-	input.request.rollback
+	input.request.rollback == true
 	trim_space(input.request.reason) == ""
 }
 
 warn contains {"rule": "rollback.unmarked", "message": msg} if {
-	not input.request.rollback
+	input.request.rollback == false
 	previously_at_alias
 	msg := sprintf("version %s was at %s before; the request is not marked as a rollback", [input.candidate.label, input.request.alias])
 }
