@@ -9,21 +9,133 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 const crashChildEnv = "HALLMARK_LEDGER_CRASH_CHILD"
+
+const rebuildChildEnv = "HALLMARK_LEDGER_REBUILD_CHILD"
 
 func init() {
 	// The child process is this test binary re-executed with the env var.
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		crashChild(dir)
 		os.Exit(0)
+	}
+	if dir := os.Getenv(rebuildChildEnv); dir != "" {
+		rebuildChild(dir)
+		os.Exit(0)
+	}
+}
+
+// rebuildChild replays the log into new state, committing small chunks,
+// and stalls forever halfway so the parent can kill it mid-rebuild.
+func rebuildChild(dir string) {
+	rebuildChunk = 1 << 10
+	l, err := Open(dir, Options{})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "child open: %v\n", err)
+		os.Exit(3)
+	}
+	err = l.RebuildState(context.Background(), func(tx *Tx, i uint64, e []byte) error {
+		if i == l.Size()/2 {
+			// A long rebuild fills memtables, which pebble flushes: chunks
+			// of the new generation become durable before the switch.
+			if err := l.db.Flush(); err != nil {
+				fmt.Fprintf(os.Stderr, "child flush: %v\n", err)
+				os.Exit(5)
+			}
+			os.Stdout.WriteString("halfway\n")
+			select {}
+		}
+		return tx.Set(fmt.Appendf(nil, "new/%05d", i), e)
+	})
+	fmt.Fprintf(os.Stderr, "child rebuild returned: %v\n", err)
+	os.Exit(4)
+}
+
+// TestRebuildCrash kills a RebuildState halfway (after several chunks of
+// the new state were committed): the old state stays in force and the
+// partial new generation is gone after the next Open.
+func TestRebuildCrash(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 2000, 500)
+	l.Append(context.Background(), func(tx *Tx) error { return tx.Set([]byte("old"), []byte("state")) })
+	l.Close()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), rebuildChildEnv+"="+dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "halfway\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child: got %q, want halfway (stderr: %s)", line, stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	// The child did commit chunks of the new generation before it died.
+	db, err := openPebble(filepath.Join(dir, dbDirName), nil, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := 0
+	it, _ := db.NewIter(&pebble.IterOptions{LowerBound: stateKey(1, nil), UpperBound: stateKey(2, nil)})
+	for ok := it.First(); ok; ok = it.Next() {
+		staged++
+	}
+	it.Close()
+	db.Close()
+	if staged < 500 {
+		t.Fatalf("killed rebuild left %d keys of the new generation, want at least 500 (chunks not committed?); child stderr: %s", staged, stderr.String())
+	}
+
+	l, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := l.Get([]byte("old")); err != nil || string(v) != "state" {
+		t.Fatalf("old state after a killed rebuild: %q, %v", v, err)
+	}
+	n := 0
+	l.Scan(nil, func(k, v []byte) error { n++; return nil })
+	if n != 1 {
+		t.Fatalf("state after a killed rebuild: %d keys, want 1", n)
+	}
+	// Nothing of the partial generation is left on disk.
+	gen := l.stateGen.Load()
+	it, _ = l.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfxState}, UpperBound: []byte{pfxState + 1}})
+	for ok := it.First(); ok; ok = it.Next() {
+		if g := beUint64(it.Key()[1:9]); g != gen {
+			t.Errorf("key %q of stale generation %d left (current %d)", it.Key(), g, gen)
+			break
+		}
+	}
+	it.Close()
+	l.Close()
+	if _, err := VerifyStore(context.Background(), dir, VerifyOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -240,16 +240,23 @@ func (l *Log) init(opts Options) error {
 func (l *Log) load() error {
 	genb, err := l.getMeta(keyStateGen)
 	if err != nil || len(genb) != 8 {
-		return fmt.Errorf("reading state generation: %w (run hallmark ledger verify)", errOr(err, ErrInconsistent))
+		return fmt.Errorf("%w: reading state generation: %w (run hallmark ledger verify)", ErrInconsistent, errOr(err, errBadTreeState))
 	}
 	l.stateGen.Store(beUint64(genb))
 	tsb, err := l.getMeta(keyTreeState)
 	if err != nil {
-		return fmt.Errorf("reading tree state: %w (run hallmark ledger verify)", err)
+		return fmt.Errorf("%w: reading tree state: %w (run hallmark ledger verify)", ErrInconsistent, err)
 	}
 	ts, err := decodeTreeState(tsb)
 	if err != nil {
-		return fmt.Errorf("reading tree state: %w (run hallmark ledger verify)", err)
+		return fmt.Errorf("%w: reading tree state: %w (run hallmark ledger verify)", ErrInconsistent, err)
+	}
+	latest, err := l.latestCheckpointSize()
+	if err != nil {
+		return fmt.Errorf("%w: finding latest checkpoint: %w (run hallmark ledger verify)", ErrInconsistent, err)
+	}
+	if latest != ts.size {
+		return fmt.Errorf("%w: tree state has size %d, latest stored checkpoint has size %d (run hallmark ledger verify)", ErrInconsistent, ts.size, latest)
 	}
 	rec, err := l.getMeta(checkpointKey(ts.size))
 	if err != nil {
@@ -304,6 +311,22 @@ func (l *Log) load() error {
 	l.seq = st
 	l.head.Store(&head{size: ts.size, root: ts.root, note: n})
 	return nil
+}
+
+// latestCheckpointSize returns the size of the highest stored checkpoint.
+func (l *Log) latestCheckpointSize() (uint64, error) {
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfxCheckpoint}, UpperBound: []byte{pfxCheckpoint + 1}})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, errOr(it.Error(), ErrNotFound)
+	}
+	if len(it.Key()) != 9 {
+		return 0, fmt.Errorf("malformed checkpoint key %x", it.Key())
+	}
+	return beUint64(it.Key()[1:]), nil
 }
 
 func errOr(err, alt error) error {

@@ -8,7 +8,7 @@ import (
 )
 
 // rebuildChunk bounds the unsynced batch size while replaying.
-const rebuildChunk = 4 << 20
+var rebuildChunk = 4 << 20 // a variable so tests can force chunk commits
 
 // RebuildState atomically replaces the whole state keyspace by replaying
 // every entry from index 0 in order through apply. apply's Tx sees the new
