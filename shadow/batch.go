@@ -216,14 +216,21 @@ type Expectation struct {
 	AgentID      string
 	PublicKey    ed25519.PublicKey
 	LastSequence uint64
+	// MaxSegments is the most named segments (OverflowSegment not counted)
+	// a batch may hold; 0 means DefaultMaxSegments. Configure it like the
+	// agents' aggregators.
+	MaxSegments int
 }
 
 // VerifyBatch is the registry's gate for evidence: it checks the signature
 // with the agent's public key (before decoding anything), decodes the
 // payload strictly, and refuses a batch for another deployment or agent
 // (ErrForeignBatch) or one whose sequence is not above want.LastSequence
-// (ErrReplay). Only a batch that passes may be merged and its sequence
-// recorded as the new LastSequence.
+// (ErrReplay), or one with more named segments than want.MaxSegments
+// (*SegmentLimitError, wrapping ErrTooManySegments) or a segment name
+// outside the naming policy (ErrSegmentName). Only a batch that passes may
+// be merged (with Evidence.MergeLimit) and its sequence recorded as the new
+// LastSequence.
 func VerifyBatch(sb *SignedBatch, want Expectation) (*Batch, error) {
 	if len(want.PublicKey) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("verifying batch: agent public key has %d bytes, want %d", len(want.PublicKey), ed25519.PublicKeySize)
@@ -241,6 +248,14 @@ func VerifyBatch(sb *SignedBatch, want Expectation) (*Batch, error) {
 	}
 	if b.Sequence <= want.LastSequence {
 		return nil, fmt.Errorf("%w: batch %s has sequence %d, last accepted is %d", ErrReplay, b.ID(), b.Sequence, want.LastSequence)
+	}
+	if err := b.Evidence.CheckSegments(want.MaxSegments); err != nil {
+		var le *SegmentLimitError
+		if errors.As(err, &le) {
+			le.Batch = b.ID()
+			return nil, fmt.Errorf("verifying batch: %w", le)
+		}
+		return nil, fmt.Errorf("verifying batch %s: %w", b.ID(), err)
 	}
 	return b, nil
 }

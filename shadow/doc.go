@@ -10,6 +10,13 @@
 //     arrives); copies reach the shadow through a bounded queue and a worker
 //     pool with a timeout. A full queue drops the copy and counts it; bodies
 //     over the limit are forwarded untouched, not mirrored, and counted.
+//   - Segments are bounded: names outside a fixed policy (1..64 bytes of
+//     [A-Za-z0-9._:/@+-]) and names beyond an aggregator's cap on distinct
+//     segments (default 64) are counted in OverflowSegment; nothing is
+//     lost, nothing grows without bound. VerifyBatch enforces the same cap
+//     on incoming batches and MergeLimit on stored evidence.
+//   - Shutdown sends queued copies until its deadline, then counts the rest
+//     as drops: every request is counted exactly once.
 //   - Evidence merges exactly: counts, histogram bins and sketch bins are
 //     integers, numeric sums are fixed point, so merging batches in any order
 //     gives the same summary.
@@ -38,7 +45,8 @@
 // deployment id, the agent id and the last sequence it accepted from that
 // agent, stores the payload bytes as they are (never re-encoded), merges the
 // batch's Evidence into the deployment's running Evidence with
-// Evidence.Merge, persists that with MarshalEvidence/UnmarshalEvidence, and
+// Evidence.MergeLimit (with the same segment cap as Expectation.MaxSegments),
+// persists that with MarshalEvidence/UnmarshalEvidence, and
 // builds the policy input with Summarize. The registry should answer a
 // resent batch it already accepted with an error wrapping ErrReplay: the
 // Agent treats that as delivered.

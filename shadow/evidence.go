@@ -262,7 +262,9 @@ const (
 // Observation is one request's outcome, as the proxy or a serving stack that
 // mirrors by itself reports it.
 type Observation struct {
-	// Segment is the segment name; "" means DefaultSegment.
+	// Segment is the raw segment value; "" means DefaultSegment, and a
+	// value outside the naming policy or beyond the aggregator's cap is
+	// counted in OverflowSegment (see SegmentName).
 	Segment string
 	Outcome Outcome
 	// PrimaryLatency: zero means unknown and is not recorded.
@@ -275,15 +277,67 @@ type Observation struct {
 
 // Aggregator turns observations into Evidence under one comparator. It is
 // safe for concurrent use.
+//
+// Segment names pass through SegmentName, and the aggregator admits at most
+// its MaxSegments distinct names for its whole life (Take does not reset
+// them); observations under any other name are counted in OverflowSegment.
+// So taken evidence never holds more than MaxSegments+1 segments.
 type Aggregator struct {
-	cmp *Comparator
-	mu  sync.Mutex
-	ev  *Evidence
+	cmp         *Comparator
+	maxSegments int
+	mu          sync.Mutex
+	ev          *Evidence
+	admitted    map[string]struct{} // guarded by mu; at most maxSegments names
 }
 
-// NewAggregator returns an empty aggregator comparing with c.
+// AggregatorConfig configures an Aggregator. Zero values mean the defaults.
+type AggregatorConfig struct {
+	// MaxSegments caps the distinct segment names admitted (see
+	// Aggregator). The default is DefaultMaxSegments; at most 4095.
+	MaxSegments int
+}
+
+// ErrAggregatorConfig is returned by NewAggregatorWith for an unusable
+// configuration.
+var ErrAggregatorConfig = errors.New("invalid aggregator configuration")
+
+// NewAggregator returns an empty aggregator comparing with c, admitting
+// DefaultMaxSegments segment names.
 func NewAggregator(c *Comparator) *Aggregator {
-	return &Aggregator{cmp: c, ev: NewEvidence(c)}
+	a, _ := NewAggregatorWith(c, AggregatorConfig{}) // the defaults are valid
+	return a
+}
+
+// NewAggregatorWith returns an empty aggregator comparing with c, configured
+// by cfg.
+func NewAggregatorWith(c *Comparator, cfg AggregatorConfig) (*Aggregator, error) {
+	if cfg.MaxSegments < 0 || cfg.MaxSegments > maxSegmentCap {
+		return nil, fmt.Errorf("%w: max segments %d, want 1..%d", ErrAggregatorConfig, cfg.MaxSegments, maxSegmentCap)
+	}
+	if cfg.MaxSegments == 0 {
+		cfg.MaxSegments = DefaultMaxSegments
+	}
+	return &Aggregator{cmp: c, maxSegments: cfg.MaxSegments, ev: NewEvidence(c), admitted: make(map[string]struct{}, cfg.MaxSegments)}, nil
+}
+
+// MaxSegments returns the cap on distinct segment names.
+func (a *Aggregator) MaxSegments() int { return a.maxSegments }
+
+// segmentFor returns the name an observation is recorded under. a.mu must
+// be held.
+func (a *Aggregator) segmentFor(raw string) string {
+	name := SegmentName(raw)
+	if name == OverflowSegment {
+		return name
+	}
+	if _, ok := a.admitted[name]; ok {
+		return name
+	}
+	if len(a.admitted) >= a.maxSegments {
+		return OverflowSegment
+	}
+	a.admitted[name] = struct{}{}
+	return name
 }
 
 // Comparator returns the aggregator's comparator.
@@ -294,10 +348,6 @@ func (a *Aggregator) Record(o Observation) error {
 	if o.Outcome < OutcomeCompared || o.Outcome > OutcomeNotMirrored {
 		return fmt.Errorf("%w: unknown outcome %d", ErrObservation, o.Outcome)
 	}
-	name := o.Segment
-	if name == "" {
-		name = DefaultSegment
-	}
 	var agree, numeric bool
 	var delta float64
 	var pb, sb int
@@ -307,7 +357,7 @@ func (a *Aggregator) Record(o Observation) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := a.ev.segment(name)
+	s := a.ev.segment(a.segmentFor(o.Segment))
 	s.Requests++
 	if o.PrimaryLatency > 0 {
 		addLatency(s.PrimaryLatency, o.PrimaryLatency)

@@ -1,8 +1,10 @@
 package shadow
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -104,5 +106,39 @@ func FuzzPointer(f *testing.F) {
 			t.Fatalf("String: got %q, want %q", p.String(), ptr)
 		}
 		_, _ = p.LookupJSON([]byte(doc)) // must not panic
+	})
+}
+
+// lookupTree is the reference LookupJSON: decode the whole document, then
+// walk it. FuzzLookupJSON checks the scanning implementation against it.
+func lookupTree(p Pointer, data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, err
+	}
+	return p.Lookup(doc)
+}
+
+func FuzzLookupJSON(f *testing.F) {
+	for _, s := range []struct{ ptr, doc string }{
+		{"/foo/1", rfc6901Doc}, {"/m~0n", rfc6901Doc}, {"/ ", rfc6901Doc}, {"", rfc6901Doc},
+		{"/a", `{"a":1,"a":2}`}, {"/a\u00e9", `{"a\u00e9":"x","a\\u00e9":"y"}`}, {"/k", "{\"k\":\"\xff\"}"},
+		{"/0/1", `[[1,"]}",{"x":[]}]]`}, {"/a/b", ` { "a" : { "b" : [ 1 , 2 ] } } `}, {"/s", `{"s":"a\"b\\"}`},
+		{"/x", `{"x":-1.5e+10}`}, {"/x/0", `{"x":"str"}`}, {"/1", `[true, false, null]`},
+	} {
+		f.Add(s.ptr, s.doc)
+	}
+	f.Fuzz(func(t *testing.T, ptr, doc string) {
+		p, err := ParsePointer(ptr)
+		if err != nil || !json.Valid([]byte(doc)) {
+			return
+		}
+		got, gerr := p.LookupJSON([]byte(doc))
+		want, werr := lookupTree(p, []byte(doc))
+		if (gerr == nil) != (werr == nil) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("LookupJSON(%q, %q): got %#v, %v; want %#v, %v", ptr, doc, got, gerr, want, werr)
+		}
 	})
 }

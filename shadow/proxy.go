@@ -13,9 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-	"unicode/utf8"
 )
 
 // ErrProxyConfig is returned by NewProxy for an unusable configuration.
@@ -63,44 +61,67 @@ type ProxyConfig struct {
 // returns the primary's response unchanged, while copies go to the shadow
 // through a bounded queue. THE CALLER NEVER WAITS FOR THE SHADOW: enqueueing
 // never blocks, and the shadow's answer is only compared.
+//
+// What is mirrored: requests other than HEAD, CONNECT and protocol upgrades
+// (Upgrade header), whose bodies and the primary's 2xx response bodies fit
+// BodyLimit. Requests and responses are otherwise proxied as
+// httputil.ReverseProxy does (hop-by-hop headers removed, upgrades
+// tunnelled); a primary that cannot be reached gets the caller a 502 with an
+// empty body, as ReverseProxy's default.
 type Proxy struct {
 	cfg     ProxyConfig
 	agg     *Aggregator
 	cmp     *Comparator
 	segPtr  *Pointer
 	rp      *httputil.ReverseProxy
-	shadow  *http.Client
-	queue   chan *job
-	quit    chan struct{}
+	shadow  http.RoundTripper // called directly: no redirects to follow, no client bookkeeping
+	queue   chan *exchange
 	wg      sync.WaitGroup
-	closed  atomic.Bool
-	bufPool sync.Pool
+	exPool  sync.Pool
+	bufPool copyBufferPool
+
+	// base is the parent context of every shadow request; Shutdown
+	// cancels it when its deadline passes.
+	base       context.Context
+	cancelBase context.CancelFunc
+	// mu orders enqueueing against Shutdown: once closing is set (under
+	// the write lock), no copy enters the queue, so the workers' final
+	// drain sees every queued copy.
+	mu      sync.RWMutex
+	closing bool
+	quit    chan struct{}
 }
 
 type stateKey struct{}
 
-// reqState is what the reverse proxy's hooks learn about one request.
-type reqState struct {
-	limit   int64
+// exchange is one request's state, pooled: the buffered request body, what
+// the reverse proxy's hooks learn about the primary's response, the copy of
+// that response, and, when mirrored, the job the worker finishes. It goes
+// back to the pool when the request is recorded (dropped, not mirrored) or
+// when the worker is done with it.
+type exchange struct {
+	body    bytes.Buffer // the request body, when buffered
+	hasBody bool
+
+	limit   int64 // capture limit; -1: do not capture
 	status  int
 	failed  bool
-	capture *bytes.Buffer
 	over    bool
-}
+	capture bytes.Buffer // the primary's response body
+	cb      captureBody
+	lr      io.LimitedReader // reused for both bodies: io.LimitReader allocates
 
-type job struct {
 	method   string
-	uri      string
+	path     string
+	rawPath  string
+	rawQuery string
 	header   http.Header
-	segment  string // resolved from the header, or "" to resolve from body
-	body     *bytes.Buffer
-	primary  *bytes.Buffer
+	segment  string // resolved from the header; "" to resolve from the body
 	latency  time.Duration
-	enqueued time.Time
 }
 
-// NewProxy validates cfg and starts the shadow workers. Call Close after the
-// HTTP server has stopped calling ServeHTTP.
+// NewProxy validates cfg and starts the shadow workers. Call Shutdown (or
+// Close) after the HTTP server has stopped calling ServeHTTP.
 func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Primary == nil || cfg.Primary.Scheme == "" || cfg.Primary.Host == "" {
 		return nil, fmt.Errorf("%w: primary URL must be absolute", ErrProxyConfig)
@@ -130,6 +151,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		cfg.BodyLimit = 1 << 20
 	}
 	p := &Proxy{cfg: cfg, agg: cfg.Aggregator, cmp: cfg.Aggregator.Comparator(), quit: make(chan struct{})}
+	p.base, p.cancelBase = context.WithCancel(context.Background())
 	if cfg.SegmentPointer != "" {
 		ptr, err := ParsePointer(cfg.SegmentPointer)
 		if err != nil {
@@ -137,9 +159,12 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		}
 		p.segPtr = &ptr
 	}
-	p.bufPool.New = func() any { return new(bytes.Buffer) }
+	p.exPool.New = func() any { return new(exchange) }
 	pt := cfg.PrimaryTransport
 	if pt == nil {
+		// Idle connections for every concurrent caller: a pool smaller than
+		// the callers' concurrency closes and redials connections under
+		// load, which shows as p99 spikes.
 		pt = newTransport(1024)
 	}
 	primary := cfg.Primary
@@ -149,6 +174,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport:      pt,
+		BufferPool:     &p.bufPool, // the default allocates 32 KiB per request
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       log.New(io.Discard, "", 0), // a library does not log
@@ -156,13 +182,10 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if !cfg.DisableMirror {
 		st := cfg.ShadowTransport
 		if st == nil {
-			st = newTransport(cfg.Workers)
+			st = newTransport(cfg.Workers) // one idle connection per worker
 		}
-		p.shadow = &http.Client{
-			Transport:     st,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-		p.queue = make(chan *job, cfg.QueueSize)
+		p.shadow = st
+		p.queue = make(chan *exchange, cfg.QueueSize)
 		for i := 0; i < cfg.Workers; i++ {
 			p.wg.Add(1)
 			go p.worker()
@@ -179,46 +202,99 @@ func newTransport(idlePerHost int) *http.Transport {
 	return t
 }
 
-// Close stops the workers after they have processed the copies already
-// queued (each bounded by the shadow timeout).
-func (p *Proxy) Close() {
-	if p.closed.Swap(true) {
-		return
+// copyBufferPool lends ReverseProxy its 32 KiB copy buffers.
+type copyBufferPool struct{ p sync.Pool }
+
+func (b *copyBufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
 	}
-	close(p.quit)
-	p.wg.Wait()
+	return make([]byte, 32<<10)
 }
 
-func (p *Proxy) getBuf() *bytes.Buffer {
-	b := p.bufPool.Get().(*bytes.Buffer)
-	b.Reset()
-	return b
+func (b *copyBufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
+// Close is Shutdown without a deadline: every queued copy is still sent
+// (each bounded by the shadow timeout).
+func (p *Proxy) Close() { _ = p.Shutdown(context.Background()) }
+
+// Shutdown stops mirroring (requests still being served are forwarded and
+// counted as drops) and lets the workers send the copies already queued
+// until ctx is done. Then it abandons the rest: shadow requests in flight
+// are cancelled and copies not yet sent are counted as drops, so every
+// request is counted exactly once. It returns when the workers have
+// stopped: nil if everything queued was sent, ctx.Err() otherwise. Call it
+// after the HTTP server has stopped calling ServeHTTP, so that the final
+// counts are complete.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.closing {
+		p.closing = true
+		close(p.quit)
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		p.cancelBase()
+		<-done
+		return ctx.Err()
+	}
 }
 
-func (p *Proxy) putBuf(b *bytes.Buffer) {
-	if b != nil && int64(b.Cap()) <= 2*p.cfg.BodyLimit+bytes.MinRead {
-		p.bufPool.Put(b)
+func (p *Proxy) getExchange() *exchange {
+	ex := p.exPool.Get().(*exchange)
+	ex.limit = -1
+	return ex
+}
+
+// putExchange recycles ex. Buffers that grew large are let go, so that the
+// pool does not pin BodyLimit-sized buffers after a burst of big bodies.
+func (p *Proxy) putExchange(ex *exchange) {
+	const keep = 64 << 10
+	body, capture := ex.body, ex.capture
+	*ex = exchange{}
+	if body.Cap() <= keep {
+		body.Reset()
+		ex.body = body
 	}
+	if capture.Cap() <= keep {
+		capture.Reset()
+		ex.capture = capture
+	}
+	p.exPool.Put(ex)
+}
+
+// mirrorable reports whether a request's exchange can be compared: HEAD has
+// no response body, CONNECT and upgrades switch protocols.
+func mirrorable(r *http.Request) bool {
+	return r.Method != http.MethodHead && r.Method != http.MethodConnect && r.Header.Get("Upgrade") == ""
 }
 
 // ServeHTTP forwards r to the primary and schedules its copy.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	mirror := !p.cfg.DisableMirror && !p.closed.Load()
+	mirror := p.queue != nil && mirrorable(r)
 	limit := p.cfg.BodyLimit
 	oversize := false
-	var body *bytes.Buffer
+	ex := p.getExchange()
+	var locked *lockedReader
 	if mirror {
 		if r.ContentLength > limit {
 			oversize = true
 		} else if r.Body != nil && r.Body != http.NoBody {
-			// Not pooled: the primary's transport may close (and so stop
-			// reading) the request body after the response has arrived.
-			body = new(bytes.Buffer)
 			if r.ContentLength > 0 {
-				body.Grow(int(r.ContentLength) + 1)
+				ex.body.Grow(int(r.ContentLength) + 1)
 			}
-			_, err := body.ReadFrom(io.LimitReader(r.Body, limit+1))
+			ex.lr = io.LimitedReader{R: r.Body, N: limit + 1}
+			_, err := ex.body.ReadFrom(&ex.lr)
+			ex.lr.R = nil
 			switch {
 			case err != nil:
 				// The caller's body broke off: forward what arrived and the
@@ -226,61 +302,81 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				r.Body = struct {
 					io.Reader
 					io.Closer
-				}{io.MultiReader(bytes.NewReader(body.Bytes()), errReader{err}), r.Body}
-				body, mirror = nil, false
-			case int64(body.Len()) > limit:
+				}{io.MultiReader(bytes.NewReader(bytes.Clone(ex.body.Bytes())), errReader{err}), r.Body}
+				ex.body.Reset()
+				mirror = false
+			case int64(ex.body.Len()) > limit:
+				// Chunked (or lying) bodies over the limit: the buffered
+				// prefix, then the rest as it arrives.
 				oversize = true
 				r.Body = struct {
 					io.Reader
 					io.Closer
-				}{io.MultiReader(bytes.NewReader(body.Bytes()), r.Body), r.Body}
-				body = nil
+				}{io.MultiReader(bytes.NewReader(bytes.Clone(ex.body.Bytes())), r.Body), r.Body}
+				ex.body.Reset()
 			default:
-				r.Body = io.NopCloser(bytes.NewReader(body.Bytes()))
-				r.ContentLength = int64(body.Len())
+				ex.hasBody = true
+				// The transport may read the body after RoundTrip returns
+				// (RoundTripper's contract); lockedReader ends that when
+				// closed below, before the buffer is shared or reused.
+				locked = &lockedReader{}
+				locked.r.Reset(ex.body.Bytes())
+				r.Body = locked
+				r.ContentLength = int64(ex.body.Len())
+				// The proxy has taken the body on the primary's behalf:
+				// asking the primary for 100-continue would only add a
+				// round trip.
+				r.Header.Del("Expect")
 			}
 		}
 	}
-	st := &reqState{limit: -1}
 	if mirror && !oversize {
-		st.limit = limit
-		st.capture = p.getBuf()
+		ex.limit = limit
 	}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, ex)))
+	if locked != nil {
+		_ = locked.Close()
+	}
 	latency := time.Since(start)
 
 	obs := Observation{PrimaryLatency: latency}
+	ok := !ex.failed && (ex.status >= 200 && ex.status <= 299 || ex.status == http.StatusSwitchingProtocols && r.Header.Get("Upgrade") != "")
 	switch {
-	case st.failed || st.status < 200 || st.status > 299:
+	case !ok && r.Context().Err() != nil:
+		// The caller went away: not the primary's failure, and the latency
+		// means nothing.
+		obs.Outcome, obs.PrimaryLatency = OutcomeNotMirrored, 0
+	case !ok:
 		obs.Outcome = OutcomePrimaryError
 	case !mirror && !oversize:
 		obs.Outcome = OutcomeNotMirrored
-	case oversize || st.over:
+	case oversize || ex.over:
 		obs.Outcome = OutcomeOversize
 	}
 	if obs.Outcome != 0 {
-		p.putBuf(st.capture)
-		obs.Segment = p.segmentOf(r.Header, body, oversize || st.over)
+		obs.Segment = p.segmentOf(r.Header, ex, oversize || ex.over)
+		p.putExchange(ex)
 		_ = p.agg.Record(obs) // outcome is valid by construction
 		return
 	}
-	j := &job{method: r.Method, uri: r.URL.RequestURI(), header: r.Header, body: body, primary: st.capture, latency: latency, enqueued: start}
+	ex.method, ex.path, ex.rawPath, ex.rawQuery = r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery
+	ex.header, ex.latency = r.Header, latency
 	if p.segPtr == nil {
-		j.segment = p.segmentOf(r.Header, nil, false)
+		ex.segment = p.segmentOf(r.Header, nil, false)
 	}
-	select {
-	case p.queue <- j:
-		return
-	default:
+	p.mu.RLock()
+	if !p.closing {
+		select {
+		case p.queue <- ex:
+			p.mu.RUnlock()
+			return
+		default:
+		}
 	}
-	// Dropped. Resolving a body segment parses JSON: let the caller have
-	// the rest of the response first.
-	if p.segPtr != nil {
-		_ = http.NewResponseController(w).Flush()
-	}
+	p.mu.RUnlock()
 	obs.Outcome = OutcomeDropped
-	obs.Segment = p.segmentOf(r.Header, body, false)
-	p.putBuf(st.capture)
+	obs.Segment = p.segmentOf(r.Header, ex, false)
+	p.putExchange(ex)
 	_ = p.agg.Record(obs)
 }
 
@@ -288,83 +384,94 @@ type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
-// segmentOf resolves a request's segment; unknown when the body could not
-// be read (oversize) with a body pointer.
-func (p *Proxy) segmentOf(h http.Header, body *bytes.Buffer, bodyUnknown bool) string {
-	var s string
+// errBodyClosed is what a transport reading a request body after the proxy
+// closed it gets.
+var errBodyClosed = errors.New("shadow proxy: request body read after close")
+
+// lockedReader serves a buffered body to a transport until it is closed;
+// after Close returns, no Read touches the buffer again, so the buffer can
+// be shared or reused.
+type lockedReader struct {
+	mu     sync.Mutex
+	r      bytes.Reader
+	closed bool
+}
+
+func (l *lockedReader) Read(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, errBodyClosed
+	}
+	return l.r.Read(b)
+}
+
+func (l *lockedReader) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	return nil
+}
+
+// segmentOf resolves a request's raw segment value; DefaultSegment when the
+// body could not be read (oversize) with a body pointer. The Aggregator
+// applies the naming policy and the cap.
+func (p *Proxy) segmentOf(h http.Header, ex *exchange, bodyUnknown bool) string {
 	switch {
 	case p.cfg.SegmentHeader != "":
-		s = h.Get(p.cfg.SegmentHeader)
-	case p.segPtr != nil && body != nil && !bodyUnknown:
-		if v, err := p.segPtr.LookupJSON(body.Bytes()); err == nil {
+		return h.Get(p.cfg.SegmentHeader)
+	case p.segPtr != nil && ex != nil && ex.hasBody && !bodyUnknown:
+		if v, err := p.segPtr.LookupJSON(ex.body.Bytes()); err == nil {
 			if val, err := valueOf(KindLabel, v); err == nil && val.Label != "null" {
-				s = val.Label
+				return val.Label
 			}
 		}
 	}
-	return cleanSegment(s)
-}
-
-// cleanSegment keeps segment names encodable: valid UTF-8, bounded length,
-// never empty.
-func cleanSegment(s string) string {
-	if s == "" {
-		return DefaultSegment
-	}
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	if len(s) > maxSegmentName {
-		cut := maxSegmentName
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut]
-	}
-	return s
+	return ""
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
-	st, _ := resp.Request.Context().Value(stateKey{}).(*reqState)
-	if st == nil {
+	ex, _ := resp.Request.Context().Value(stateKey{}).(*exchange)
+	if ex == nil {
 		return nil
 	}
-	st.status = resp.StatusCode
-	if st.capture != nil && resp.StatusCode >= 200 && resp.StatusCode <= 299 {
-		if resp.ContentLength > st.limit {
-			st.over = true
+	ex.status = resp.StatusCode
+	if ex.limit >= 0 && resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		if resp.ContentLength > ex.limit {
+			ex.over = true
 			return nil
 		}
-		resp.Body = &captureBody{rc: resp.Body, st: st}
+		ex.cb = captureBody{rc: resp.Body, ex: ex}
+		resp.Body = &ex.cb
 	}
 	return nil
 }
 
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	if st, _ := r.Context().Value(stateKey{}).(*reqState); st != nil {
-		st.failed = true
+	if ex, _ := r.Context().Value(stateKey{}).(*exchange); ex != nil {
+		ex.failed = true
 	}
 	w.WriteHeader(http.StatusBadGateway)
 }
 
-// captureBody copies what the caller receives into st.capture, up to the
+// captureBody copies what the caller receives into ex.capture, up to the
 // limit, while the reverse proxy streams it on.
 type captureBody struct {
 	rc io.ReadCloser
-	st *reqState
+	ex *exchange
 }
 
 func (c *captureBody) Read(b []byte) (int, error) {
 	n, err := c.rc.Read(b)
-	if n > 0 && !c.st.over {
-		if int64(c.st.capture.Len()+n) > c.st.limit {
-			c.st.over = true
+	if n > 0 && !c.ex.over {
+		if int64(c.ex.capture.Len()+n) > c.ex.limit {
+			c.ex.over = true
 		} else {
-			c.st.capture.Write(b[:n])
+			c.ex.capture.Write(b[:n])
 		}
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		c.st.failed = true
+		c.ex.failed = true
 	}
 	return n, err
 }
@@ -375,13 +482,13 @@ func (p *Proxy) worker() {
 	defer p.wg.Done()
 	for {
 		select {
-		case j := <-p.queue:
-			p.mirror(j)
+		case ex := <-p.queue:
+			p.mirror(ex)
 		case <-p.quit:
 			for {
 				select {
-				case j := <-p.queue:
-					p.mirror(j)
+				case ex := <-p.queue:
+					p.mirror(ex)
 				default:
 					return
 				}
@@ -390,84 +497,112 @@ func (p *Proxy) worker() {
 	}
 }
 
-// hopHeaders are connection-specific and never forwarded (RFC 9110 7.6.1).
+// hopHeaders are connection-specific and never forwarded (RFC 9110 7.6.1),
+// and Expect: the proxy already holds the whole body.
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"}
 
-func (p *Proxy) mirror(j *job) {
-	defer p.putBuf(j.primary)
-	obs := Observation{Segment: j.segment, PrimaryLatency: j.latency}
+// mirror sends ex's copy to the shadow, compares, records, and recycles ex.
+// JSON parsing of both responses happens here, off the caller's path.
+func (p *Proxy) mirror(ex *exchange) {
+	defer p.putExchange(ex)
+	obs := Observation{Segment: ex.segment, PrimaryLatency: ex.latency}
 	if p.segPtr != nil {
-		obs.Segment = p.segmentOf(j.header, j.body, false)
+		obs.Segment = p.segmentOf(ex.header, ex, false)
 	}
-	pv, err := p.cmp.Extract(j.primary.Bytes())
+	if p.base.Err() != nil { // abandoned by Shutdown
+		obs.Outcome = OutcomeDropped
+		_ = p.agg.Record(obs)
+		return
+	}
+	pv, err := p.cmp.Extract(ex.capture.Bytes())
 	if err != nil {
 		obs.Outcome = OutcomePrimaryError
 		_ = p.agg.Record(obs)
 		return
 	}
 	obs.Primary = pv
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(p.base, p.cfg.Timeout)
 	defer cancel()
-	var rd io.Reader = http.NoBody
-	if j.body != nil {
-		rd = bytes.NewReader(j.body.Bytes())
-	}
-	req, err := http.NewRequestWithContext(ctx, j.method, p.cfg.Shadow.Scheme+"://"+p.cfg.Shadow.Host+singleJoin(p.cfg.Shadow.Path, j.uri), rd)
-	if err != nil {
-		obs.Outcome = OutcomeShadowError
-		_ = p.agg.Record(obs)
-		return
-	}
-	for k, vs := range j.header {
-		req.Header[k] = vs
-	}
-	for _, h := range hopHeaders {
-		req.Header.Del(h)
-	}
-	if c := j.header.Get("Connection"); c != "" {
-		for _, f := range strings.Split(c, ",") {
-			req.Header.Del(strings.TrimSpace(f))
-		}
-	}
-	if j.body != nil {
-		req.ContentLength = int64(j.body.Len())
+	req := p.shadowRequest(ctx, ex)
+	var body *lockedReader
+	if ex.hasBody {
+		body = &lockedReader{}
+		body.r.Reset(ex.body.Bytes())
+		req.Body, req.ContentLength = body, int64(ex.body.Len())
 	}
 	t0 := time.Now()
-	resp, err := p.shadow.Do(req)
+	resp, err := p.shadow.RoundTrip(req)
 	if err == nil {
-		buf := p.getBuf()
-		_, err = buf.ReadFrom(io.LimitReader(resp.Body, p.cfg.BodyLimit+1))
+		ex.capture.Reset() // the primary's copy is no longer needed
+		ex.lr = io.LimitedReader{R: resp.Body, N: p.cfg.BodyLimit + 1}
+		_, err = ex.capture.ReadFrom(&ex.lr)
+		ex.lr.R = nil
 		resp.Body.Close()
 		obs.ShadowLatency = time.Since(t0)
 		switch {
 		case err != nil:
 		case resp.StatusCode < 200 || resp.StatusCode > 299:
 			err = fmt.Errorf("shadow status %d", resp.StatusCode)
-		case int64(buf.Len()) > p.cfg.BodyLimit:
+		case int64(ex.capture.Len()) > p.cfg.BodyLimit:
 			err = errors.New("shadow response over the body limit")
 		default:
-			obs.Shadow, err = p.cmp.Extract(buf.Bytes())
+			obs.Shadow, err = p.cmp.Extract(ex.capture.Bytes())
 		}
-		p.putBuf(buf)
+	}
+	if body != nil {
+		_ = body.Close()
 	}
 	switch {
 	case err == nil:
 		obs.Outcome = OutcomeCompared
+	case p.base.Err() != nil:
+		// Cancelled by Shutdown's deadline: the shadow is not to blame.
+		obs.Outcome, obs.ShadowLatency = OutcomeDropped, 0
 	case ctx.Err() != nil:
-		obs.Outcome = OutcomeTimeout
-		obs.ShadowLatency = 0
+		obs.Outcome, obs.ShadowLatency = OutcomeTimeout, 0
 	default:
 		obs.Outcome = OutcomeShadowError
 	}
 	_ = p.agg.Record(obs)
 }
 
-func singleJoin(base, uri string) string {
-	if base == "" || base == "/" {
-		return uri
+// shadowRequest builds the copy of ex's request for the shadow, without a
+// body: same method, path and query under the shadow's base URL, the
+// caller's headers minus hop-by-hop ones and those the caller's Connection
+// header names.
+func (p *Proxy) shadowRequest(ctx context.Context, ex *exchange) *http.Request {
+	u := *p.cfg.Shadow
+	u.Path = singleJoin(p.cfg.Shadow.Path, ex.path)
+	u.RawPath = ""
+	if ex.rawPath != "" {
+		u.RawPath = singleJoin(p.cfg.Shadow.EscapedPath(), ex.rawPath)
 	}
-	return strings.TrimSuffix(base, "/") + uri
+	u.RawQuery = ex.rawQuery
+	h := make(http.Header, len(ex.header))
+	for k, vs := range ex.header {
+		h[k] = vs
+	}
+	for _, c := range ex.header["Connection"] {
+		for _, f := range strings.Split(c, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	req := &http.Request{Method: ex.method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Host: u.Host, Body: http.NoBody}
+	return req.WithContext(ctx)
+}
+
+func singleJoin(base, path string) string {
+	if base == "" || base == "/" {
+		return path
+	}
+	return strings.TrimSuffix(base, "/") + path
 }
 
 // Stats are queue figures for operators.

@@ -46,7 +46,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	keyFile := fs.String("agent-key", "", "PEM PKCS#8 Ed25519 private key signing evidence (default: a fresh key, printed)")
 	agentID := fs.String("agent-id", "", "agent id in evidence batches (default: host name)")
 	registry := fs.String("registry", "", "registry URL to report evidence to")
-	_ = fs.String("registry-token", "", "bearer token for the registry (default $HALLMARK_TOKEN)")
+	registryToken := fs.String("registry-token", "", "bearer token for the registry (default $HALLMARK_TOKEN)")
 	evidenceDir := fs.String("evidence-dir", "", "write signed evidence batches into this directory")
 	queue := fs.Int("queue", 1024, "mirror queue size; a full queue drops copies (counted)")
 	workers := fs.Int("workers", 16, "concurrent shadow requests")
@@ -55,6 +55,8 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	flush := fs.Duration("flush-interval", 5*time.Second, "how often evidence batches are cut and sent")
 	minSample := fs.Uint64("min-sample", 200, "minimum compared pairs for a segment to be sufficient (summary at exit)")
 	noMirror := fs.Bool("no-mirror", false, "forward only, mirror nothing (reference for benchmarks)")
+	maxSegments := fs.Int("max-segments", shadow.DefaultMaxSegments, "distinct segment names kept; further names are counted in \""+shadow.OverflowSegment+"\"")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, how long queued copies may still be sent (the rest are counted as drops)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -71,11 +73,15 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	if *registry != "" {
-		return exitError{1, errors.New("--registry: the registry's shadow evidence service is not available in this build; use --evidence-dir")}
+	reporter, err := shadowReporter(e, *registry, *registryToken, *evidenceDir, *deployment, agentID)
+	if err != nil {
+		return err
 	}
-	if *queue < 0 || *workers < 1 || *timeout <= 0 || *bodyLimit < 1 || *flush <= 0 {
-		return usagef("--queue must be >= 0, --workers >= 1, --timeout, --body-limit and --flush-interval > 0")
+	if *queue < 0 || *workers < 1 || *timeout <= 0 || *bodyLimit < 1 || *flush <= 0 || *drain <= 0 {
+		return usagef("--queue must be >= 0, --workers >= 1, --timeout, --body-limit, --flush-interval and --drain-timeout > 0")
+	}
+	if *maxSegments < 1 {
+		return usagef("--max-segments must be >= 1")
 	}
 	ccfg := shadow.ComparatorConfig{Kind: shadow.Kind(*kind), Pointer: *pointer, AbsTol: *absTol, RelTol: *relTol}
 	if *labels != "" {
@@ -94,7 +100,10 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return usagef("comparator: %v", err)
 	}
-	agg := shadow.NewAggregator(cmp)
+	agg, err := shadow.NewAggregatorWith(cmp, shadow.AggregatorConfig{MaxSegments: *maxSegments})
+	if err != nil {
+		return usagef("--max-segments: %v", err)
+	}
 	pcfg := shadow.ProxyConfig{Primary: pu, Shadow: su, Aggregator: agg, SegmentHeader: *segHeader, SegmentPointer: *segPointer,
 		QueueSize: *queue, Workers: *workers, Timeout: *timeout, BodyLimit: *bodyLimit, DisableMirror: *noMirror || *queue == 0}
 	proxy, err := shadow.NewProxy(pcfg)
@@ -104,7 +113,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	defer proxy.Close()
 
 	var agent *shadow.Agent
-	if *evidenceDir != "" {
+	if reporter != nil {
 		key, err := loadAgentKey(e, *keyFile)
 		if err != nil {
 			return err
@@ -115,10 +124,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 				*agentID = "shadow-proxy"
 			}
 		}
-		if err := os.MkdirAll(*evidenceDir, 0o755); err != nil {
-			return fmt.Errorf("creating evidence directory: %w", err)
-		}
-		agent, err = shadow.NewAgent(agg, shadow.AgentConfig{DeploymentID: *deployment, AgentID: *agentID, Key: key, Reporter: dirReporter(*evidenceDir)})
+		agent, err = shadow.NewAgent(agg, shadow.AgentConfig{DeploymentID: *deployment, AgentID: *agentID, Key: key, Reporter: reporter})
 		if err != nil {
 			return fmt.Errorf("starting evidence agent: %w", err)
 		}
@@ -145,7 +151,11 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	_ = srv.Shutdown(sctx)
 	cancel()
-	proxy.Close()
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	if err := proxy.Shutdown(dctx); err != nil {
+		fmt.Fprintf(e.stderr, "shadow copies still queued after --drain-timeout %v were counted as drops\n", *drain)
+	}
+	cancel()
 
 	// Everything gathered: the delivered batches plus what is left.
 	total := shadow.NewEvidence(cmp)
