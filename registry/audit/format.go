@@ -1,0 +1,197 @@
+package audit
+
+import (
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Human-readable formats shared by the HTML and PDF renderers. CSV uses the
+// machine formats in csv.go.
+
+// humanTime is the UTC date and time with seconds, labelled UTC, as Part 11
+// signature manifestations want it shown.
+func humanTime(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05") + " UTC"
+}
+
+// num formats a figure with up to four decimals, trailing zeros trimmed.
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "NaN"
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	}
+	s := strconv.FormatFloat(v, 'f', 4, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(s, "0")
+		s = strings.TrimSuffix(s, ".")
+	}
+	if s == "-0" {
+		s = "0"
+	}
+	return s
+}
+
+func count(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	if len(s) <= 3 {
+		return s
+	}
+	var b strings.Builder
+	pre := len(s) % 3
+	if pre > 0 {
+		b.WriteString(s[:pre])
+	}
+	for i := pre; i < len(s); i += 3 {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(s[i : i+3])
+	}
+	return b.String()
+}
+
+func size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + string("KMGTP"[i]) + "iB"
+}
+
+// short shortens a digest for tables: the algorithm and 12 hex digits.
+// The full digest is in the dossiers and the CSV registers.
+func short(d string) string {
+	if d == "" {
+		return "—"
+	}
+	alg, hex, ok := strings.Cut(d, ":")
+	if !ok {
+		alg, hex = "", d
+	}
+	if len(hex) > 12 {
+		hex = hex[:12] + "…"
+	}
+	if alg == "" {
+		return hex
+	}
+	return alg + ":" + hex
+}
+
+// person is the printed name with the principal id, as a signature register
+// shows it: "Carol Müller (carol)".
+func person(a Actor) string {
+	switch {
+	case a.Name != "" && a.ID != "" && a.Name != a.ID:
+		return a.Name + " (" + a.ID + ")"
+	case a.Name != "":
+		return a.Name
+	case a.ID != "":
+		return a.ID
+	}
+	return "—"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func versionRef(label, digest string) string {
+	if label != "" {
+		return label + " (" + short(digest) + ")"
+	}
+	return short(digest)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func sortedSegments(s []Segment) []Segment {
+	out := slices.Clone(s)
+	slices.SortStableFunc(out, func(a, b Segment) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func signatureMeaning(s Signature) string {
+	if s.Meaning != "" {
+		return s.Meaning
+	}
+	return "authorship: signed the version manifest"
+}
+
+func signerName(s Signature) string {
+	if s.SignerName != "" {
+		return s.SignerName
+	}
+	return orDash(s.Signer)
+}
+
+func verdict(allow bool) string {
+	if allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+// deniedDecisions are the decisions that did not allow their promotion; the
+// exceptions register lists them beside Report.Exceptions.
+func deniedDecisions(ds []Decision) []Decision {
+	var out []Decision
+	for _, d := range ds {
+		if !d.Allow {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func denyRules(d Decision) string {
+	var ids []string
+	for _, r := range d.Rules {
+		if r.Outcome == "deny" {
+			ids = append(ids, r.Rule)
+		}
+	}
+	return strings.Join(ids, ", ")
+}
+
+// SetSegments replaces e.Segments with the entries of m (the policy input's
+// evidence.segments shape), naming each after its key, sorted by name.
+func (e *Evidence) SetSegments(m map[string]Segment) {
+	e.Segments = e.Segments[:0]
+	for _, k := range sortedKeys(m) {
+		s := m[k]
+		s.Name = k
+		e.Segments = append(e.Segments, s)
+	}
+}
