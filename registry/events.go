@@ -95,6 +95,10 @@ type aliasMovedEvent struct {
 	Label    string `json:"label"`
 	Previous string `json:"previous,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Decision is the ledger index of the allowed policy decision this
+	// move carries out (recorded in the same append); 0 for moves made
+	// before promotions were policy-gated.
+	Decision uint64 `json:"decision,omitempty"`
 }
 
 type versionRevokedEvent struct {
@@ -154,6 +158,12 @@ func newEvent(t string) any {
 		return new(principalRevokedEvent)
 	case TypeAccessDenied:
 		return new(accessDeniedEvent)
+	}
+	if ev := newShadowEvent(t); ev != nil {
+		return ev
+	}
+	if ev := newPromotionEvent(t); ev != nil {
+		return ev
 	}
 	return nil
 }
@@ -234,6 +244,10 @@ func headerOf(ev any) header {
 		return e.header
 	case *accessDeniedEvent:
 		return e.header
+	case shadowEvent:
+		return e.shadowHeader()
+	case promotionEvent:
+		return e.promotionHeader()
 	}
 	return header{}
 }

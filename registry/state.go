@@ -361,8 +361,11 @@ func (p *projector) applyEvent(ctx context.Context, tx stateTx, index uint64, ev
 		if set && cur.VersionDigest != e.Previous || !set && e.Previous != "" {
 			return reject("alias %q previous version %q does not match the current %q", e.Alias, e.Previous, cur.VersionDigest)
 		}
+		if err := checkMoveDecision(tx, e); err != nil {
+			return err
+		}
 		a := Alias{Model: e.Model, Name: e.Alias, VersionDigest: e.Version, VersionLabel: e.Label, Previous: e.Previous,
-			Reason: e.Reason, UpdatedBy: hd.Actor.ID, Updated: t, LedgerIndex: index}
+			Reason: e.Reason, UpdatedBy: hd.Actor.ID, Updated: t, LedgerIndex: index, Decision: e.Decision}
 		if err := setJSON(tx, key(prefixAlias, e.Model, e.Alias), a); err != nil {
 			return err
 		}
@@ -382,6 +385,12 @@ func (p *projector) applyEvent(ctx context.Context, tx stateTx, index uint64, ev
 		}
 		v.Revoked, v.RevokeReason, v.RevokedBy, v.RevokedAt = true, e.Reason, hd.Actor.ID, t
 		return setJSON(tx, versionKey(e.Model, e.Version), v)
+
+	case shadowEvent:
+		return p.applyShadow(ctx, tx, index, e, hd, t)
+
+	case promotionEvent:
+		return p.applyPromotion(ctx, tx, index, e, hd, t)
 	}
 	return fmt.Errorf("no projection for %T", ev)
 }

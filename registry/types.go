@@ -155,6 +155,9 @@ type Alias struct {
 	UpdatedBy     string    `json:"updated_by"`
 	Updated       time.Time `json:"updated"`
 	LedgerIndex   uint64    `json:"ledger_index"`
+	// Decision is the ledger index of the policy decision that allowed
+	// the move (0 for moves recorded before policy-gated promotions).
+	Decision uint64 `json:"decision,omitempty"`
 }
 
 // Model is a named line of work.

@@ -131,6 +131,10 @@ func TestCrashRecovery(t *testing.T) {
 				t.Fatal(err)
 			}
 			token = strings.TrimSpace(string(b))
+			// Alias moves are policy decisions: allow them (promote_test.go).
+			if code, _, errOut := runCmd(t, "", "policy", "publish", writePolicy(t, permissivePolicy), "--server", child.url, "--token", token); code != 0 {
+				t.Fatalf("publishing the permissive policy: %s", errOut)
+			}
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup

@@ -36,6 +36,9 @@ func startServer(t testing.TB, dir string) *liveServer {
 	if err != nil {
 		t.Fatalf("opening %s: %v", dir, err)
 	}
+	// Alias moves are policy decisions: start with a set that allows them
+	// (promotion tests publish their own; promote_test.go).
+	usePermissivePolicy(t, st.Registry)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -183,9 +186,10 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if out := s.mustCLI(s.admin, "principals", "list"); !strings.Contains(out, "CI pipeline") {
 		t.Errorf("principals list: %q", out)
 	}
-	// A publisher may not move aliases; the refusal names the rule.
-	if code, _, errOut := s.cli(pub, "alias", "set", "credit-risk", "staging", "1.0.0", "--expect-unset"); code == 0 || !strings.Contains(errOut, "permission_denied") {
-		t.Errorf("publisher alias set: exit %d, %s", code, errOut)
+	// A publisher's alias set files a promotion request, which the
+	// policy decides (this one allows it).
+	if code, out, errOut := s.cli(pub, "alias", "set", "credit-risk", "staging", "1.0.0", "--expect-unset"); code != 0 || !strings.Contains(out, "staging -> 1.0.0") {
+		t.Errorf("publisher alias set: exit %d, %s%s", code, out, errOut)
 	}
 	s.mustCLI(s.admin, "principals", "revoke", "ci", "--reason", "rotated")
 	if code, _, errOut := s.cli(pub, "models"); code == 0 || !strings.Contains(errOut, "unauthenticated") {

@@ -5,7 +5,9 @@ import (
 	"strings"
 
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1/ledgerv1connect"
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/policy/v1/policyv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1/registryv1connect"
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/shadow/v1/shadowv1connect"
 )
 
 // Role names as the registry spells them. The table below is written with
@@ -55,9 +57,9 @@ var authzTable = map[string]rule{
 	registryv1connect.RegistryServiceGetModelProcedure:        readers,
 	registryv1connect.RegistryServiceListModelsProcedure:      readers,
 	registryv1connect.RegistryServiceGetAliasHistoryProcedure: readers,
-	// Until the policy issue lands, only admin moves aliases; policy
-	// decisions replace this rule then.
-	registryv1connect.RegistryServiceSetAliasProcedure:      adminOnly,
+	// SetAlias files a promotion request (the policy decides the move), so
+	// whoever may request a promotion may call it.
+	registryv1connect.RegistryServiceSetAliasProcedure:      {roles: []string{rolePublisher}},
 	registryv1connect.RegistryServiceRevokeVersionProcedure: adminOnly,
 
 	registryv1connect.AccessServiceAddPrincipalProcedure:    adminOnly,
@@ -70,6 +72,33 @@ var authzTable = map[string]rule{
 	ledgerv1connect.LedgerServiceGetEntriesProcedure:          readers,
 	ledgerv1connect.LedgerServiceGetInclusionProofProcedure:   readers,
 	ledgerv1connect.LedgerServiceGetConsistencyProofProcedure: readers,
+
+	// Shadow deployments: whoever publishes versions may shadow them; the
+	// evidence comes from each deployment's own agent (the registry checks
+	// that the caller is that deployment's agent, or an admin relaying its
+	// signed batches).
+	shadowv1connect.ShadowServiceStartShadowProcedure:    {roles: []string{rolePublisher}},
+	shadowv1connect.ShadowServiceStopShadowProcedure:     {roles: []string{rolePublisher}},
+	shadowv1connect.ShadowServiceGetShadowProcedure:      readers,
+	shadowv1connect.ShadowServiceListShadowsProcedure:    readers,
+	shadowv1connect.ShadowServiceReportEvidenceProcedure: {roles: []string{roleShadowAgent}},
+
+	// Promotions: publishers request, approvers approve, the policy
+	// decides; decisions with their inputs are for auditors and policy
+	// authors (replay). Approvers' signing keys are registered by admins.
+	registryv1connect.PromotionServiceRequestPromotionProcedure: {roles: []string{rolePublisher}},
+	registryv1connect.PromotionServiceApproveProcedure:          {roles: []string{roleApprover}},
+	registryv1connect.PromotionServiceGetPromotionProcedure:     readers,
+	registryv1connect.PromotionServiceListPromotionsProcedure:   readers,
+	registryv1connect.PromotionServiceGetDecisionProcedure:      readers,
+	registryv1connect.PromotionServiceListDecisionsProcedure:    {roles: []string{roleAuditor, rolePolicyAuthor}},
+	registryv1connect.PromotionServiceSetApproverKeyProcedure:   adminOnly,
+
+	policyv1connect.PolicyServicePublishPolicySetProcedure: {roles: []string{rolePolicyAuthor}},
+	policyv1connect.PolicyServiceStartDryRunProcedure:      {roles: []string{rolePolicyAuthor}},
+	policyv1connect.PolicyServiceStopDryRunProcedure:       {roles: []string{rolePolicyAuthor}},
+	policyv1connect.PolicyServiceGetPolicySetProcedure:     readers,
+	policyv1connect.PolicyServiceListPolicySetsProcedure:   readers,
 
 	blobReadProcedure:  readers,
 	blobWriteProcedure: {roles: []string{rolePublisher}},

@@ -12,7 +12,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	ledgerv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1"
+	policyv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/policy/v1"
 	registryv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1"
+	shadowv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/shadow/v1"
 	"github.com/hallmark-dev/hallmark/registry"
 )
 
@@ -22,6 +24,9 @@ func services() []protoreflect.ServiceDescriptor {
 		registryv1.File_hallmark_registry_v1_registry_proto.Services().ByName("RegistryService"),
 		registryv1.File_hallmark_registry_v1_access_proto.Services().ByName("AccessService"),
 		ledgerv1.File_hallmark_ledger_v1_ledger_proto.Services().ByName("LedgerService"),
+		shadowv1.File_hallmark_shadow_v1_shadow_proto.Services().ByName("ShadowService"),
+		registryv1.File_hallmark_registry_v1_promotion_proto.Services().ByName("PromotionService"),
+		policyv1.File_hallmark_policy_v1_policy_proto.Services().ByName("PolicyService"),
 	}
 }
 
@@ -59,13 +64,35 @@ func TestAuthorize(t *testing.T) {
 		{"/hallmark.registry.v1.RegistryService/CreateVersion", []string{"publisher"}, true},
 		{"/hallmark.registry.v1.RegistryService/CreateVersion", []string{"approver", "auditor"}, false},
 		{"/hallmark.registry.v1.RegistryService/CreateVersion", []string{"admin"}, true},
-		{"/hallmark.registry.v1.RegistryService/SetAlias", []string{"publisher", "approver"}, false},
+		{"/hallmark.registry.v1.RegistryService/SetAlias", []string{"approver", "auditor", "policy-author"}, false},
+		{"/hallmark.registry.v1.RegistryService/SetAlias", []string{"publisher"}, true},
+		{"/hallmark.registry.v1.PromotionService/RequestPromotion", []string{"publisher"}, true},
+		{"/hallmark.registry.v1.PromotionService/RequestPromotion", []string{"approver", "auditor", "policy-author", "shadow-agent"}, false},
+		{"/hallmark.registry.v1.PromotionService/Approve", []string{"approver"}, true},
+		{"/hallmark.registry.v1.PromotionService/Approve", []string{"publisher", "auditor", "policy-author", "shadow-agent"}, false},
+		{"/hallmark.registry.v1.PromotionService/GetDecision", []string{"shadow-agent"}, true},
+		{"/hallmark.registry.v1.PromotionService/ListDecisions", []string{"auditor"}, true},
+		{"/hallmark.registry.v1.PromotionService/ListDecisions", []string{"policy-author"}, true},
+		{"/hallmark.registry.v1.PromotionService/ListDecisions", []string{"publisher", "approver", "shadow-agent"}, false},
+		{"/hallmark.registry.v1.PromotionService/SetApproverKey", []string{"approver", "publisher", "auditor", "policy-author"}, false},
+		{"/hallmark.registry.v1.PromotionService/SetApproverKey", []string{"admin"}, true},
+		{"/hallmark.policy.v1.PolicyService/PublishPolicySet", []string{"policy-author"}, true},
+		{"/hallmark.policy.v1.PolicyService/PublishPolicySet", []string{"publisher", "approver", "auditor", "shadow-agent"}, false},
+		{"/hallmark.policy.v1.PolicyService/StartDryRun", []string{"publisher", "approver"}, false},
+		{"/hallmark.policy.v1.PolicyService/StopDryRun", []string{"policy-author"}, true},
+		{"/hallmark.policy.v1.PolicyService/GetPolicySet", []string{"auditor"}, true},
 		{"/hallmark.registry.v1.RegistryService/GetVersion", []string{"shadow-agent"}, true},
 		{"/hallmark.registry.v1.RegistryService/GetVersion", nil, false},
 		{"/hallmark.registry.v1.AccessService/ListPrincipals", []string{"auditor"}, true},
 		{"/hallmark.registry.v1.RegistryService/NoSuchMethod", []string{"admin"}, false},
 		{blobWriteProcedure, []string{"auditor"}, false},
 		{blobReadProcedure, []string{"auditor"}, true},
+		{"/hallmark.shadow.v1.ShadowService/ReportEvidence", []string{"shadow-agent"}, true},
+		{"/hallmark.shadow.v1.ShadowService/ReportEvidence", []string{"publisher", "approver", "auditor", "policy-author"}, false},
+		{"/hallmark.shadow.v1.ShadowService/StartShadow", []string{"publisher"}, true},
+		{"/hallmark.shadow.v1.ShadowService/StartShadow", []string{"shadow-agent"}, false},
+		{"/hallmark.shadow.v1.ShadowService/StopShadow", []string{"shadow-agent", "approver"}, false},
+		{"/hallmark.shadow.v1.ShadowService/GetShadow", []string{"auditor"}, true},
 	}
 	for _, tt := range tests {
 		got, why := authorize(tt.proc, tt.roles)

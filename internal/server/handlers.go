@@ -104,7 +104,7 @@ func (h registryService) SetAlias(ctx context.Context, req *connect.Request[regi
 	case *registryv1.SetAliasRequest_ExpectUnset:
 		in.ExpectUnset = e.ExpectUnset
 	}
-	a, err := h.s.reg.SetAlias(ctx, actor, in)
+	a, err := h.s.setAliasByPromotion(ctx, actor, in)
 	if err != nil {
 		return nil, toConnectError(err)
 	}

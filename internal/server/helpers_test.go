@@ -43,6 +43,10 @@ func newTestServer(t testing.TB) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Alias moves are policy decisions: start with a set that allows
+	// them, so tests about other things can set aliases (promotion tests
+	// publish their own set).
+	usePermissivePolicy(t, st.Registry)
 	h, err := New(st.Config(nil, Limits{MaxMessageBytes: 1 << 20}))
 	if err != nil {
 		t.Fatalf("New: %v", err)

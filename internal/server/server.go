@@ -13,7 +13,9 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1/ledgerv1connect"
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/policy/v1/policyv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1/registryv1connect"
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/shadow/v1/shadowv1connect"
 	"github.com/hallmark-dev/hallmark/internal/blobhttp"
 	"github.com/hallmark-dev/hallmark/ledger"
 	"github.com/hallmark-dev/hallmark/registry"
@@ -30,6 +32,10 @@ type Config struct {
 	// discards them.
 	Logger *slog.Logger
 	Limits Limits
+	// PolicyMinCoverage is the coverage floor, in percent, a policy set
+	// must reach to be published. Zero means
+	// registry.DefaultPolicyMinCoverage; a negative value means no floor.
+	PolicyMinCoverage float64
 }
 
 // Limits bound what one request may cost. The zero value of a field means
@@ -115,6 +121,9 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle(registryv1connect.NewRegistryServiceHandler(registryService{s}, opts...))
 	mux.Handle(registryv1connect.NewAccessServiceHandler(accessService{s}, opts...))
 	mux.Handle(ledgerv1connect.NewLedgerServiceHandler(ledgerService{s}, opts...))
+	mux.Handle(shadowv1connect.NewShadowServiceHandler(shadowService{s}, opts...))
+	mux.Handle(registryv1connect.NewPromotionServiceHandler(promotionService{s}, opts...))
+	mux.Handle(policyv1connect.NewPolicyServiceHandler(policyService{s}, opts...))
 
 	blobs := blobhttp.NewHandler(cfg.Blobs, blobhttp.Options{
 		Authorize:            s.authorizeBlob,

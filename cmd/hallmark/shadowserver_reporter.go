@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	shadowv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/shadow/v1"
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/shadow/v1/shadowv1connect"
+	"github.com/hallmark-dev/hallmark/shadow"
+)
+
+// connectReporter delivers signed evidence batches to the registry's
+// ShadowService.ReportEvidence. The registry answers a resend of a batch it
+// already accepted with success (duplicate), which is what shadow.Agent
+// needs: it never counts a batch twice, and every other refusal is an error
+// the agent retries and reports.
+type connectReporter struct {
+	client     shadowv1connect.ShadowServiceClient
+	deployment string
+}
+
+func newConnectReporter(hc *http.Client, baseURL, token, deployment string) *connectReporter {
+	return &connectReporter{
+		client:     shadowv1connect.NewShadowServiceClient(hc, strings.TrimRight(baseURL, "/"), connect.WithInterceptors(bearer(token))),
+		deployment: deployment,
+	}
+}
+
+// Deliver implements shadow.Reporter: nil only once the registry has
+// durably recorded the batch (or had recorded it before).
+func (r *connectReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error {
+	_, err := r.client.ReportEvidence(ctx, connect.NewRequest(&shadowv1.ReportEvidenceRequest{DeploymentId: r.deployment, SignedBatch: b.Marshal()}))
+	if err != nil {
+		return rpcError("reporting evidence to the registry", err)
+	}
+	return nil
+}
+
+// teeReporter keeps a local copy of every batch before delivering it.
+type teeReporter struct {
+	local  shadow.Reporter
+	remote shadow.Reporter
+}
+
+func (t teeReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error {
+	if err := t.local.Deliver(ctx, b); err != nil {
+		return err
+	}
+	return t.remote.Deliver(ctx, b)
+}
+
+// shadowReporter is `hallmark shadow proxy`'s hook for where evidence goes:
+// the registry at registryURL (with the deployment's agent token; the agent
+// id then defaults to the deployment id, which is the agent principal's
+// id), files in evidenceDir, both, or nowhere (nil).
+func shadowReporter(e *env, registryURL, token, evidenceDir, deployment string, agentID *string) (shadow.Reporter, error) {
+	var local shadow.Reporter
+	if evidenceDir != "" {
+		if err := os.MkdirAll(evidenceDir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating evidence directory: %w", err)
+		}
+		local = dirReporter(evidenceDir)
+	}
+	if registryURL == "" {
+		return local, nil
+	}
+	if !strings.HasPrefix(registryURL, "http://") && !strings.HasPrefix(registryURL, "https://") {
+		return nil, usagef("--registry %q: want an http:// or https:// URL", registryURL)
+	}
+	if token == "" {
+		token = e.getenv("HALLMARK_TOKEN")
+	}
+	if token == "" {
+		return nil, usagef("--registry needs the deployment's agent token: pass --registry-token or set HALLMARK_TOKEN")
+	}
+	if *agentID == "" {
+		*agentID = deployment
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	remote := newConnectReporter(&http.Client{Transport: tr}, registryURL, token, deployment)
+	if local != nil {
+		return teeReporter{local: local, remote: remote}, nil
+	}
+	return remote, nil
+}
