@@ -253,31 +253,9 @@ func (r *Registry) promoteOnce(ctx context.Context, actor Actor, in PromoteInput
 		if err != nil {
 			return err
 		}
-		if _, found, err := getString(tx, key(prefixLabel, in.Model, in.Alias)); err != nil {
-			return err
-		} else if found {
-			return errorf(ErrInvalidArgument, "model %q: %q is a version label; an alias cannot share its name", in.Model, in.Alias)
-		}
-		var cur Alias
-		set, err := getJSON(tx, key(prefixAlias, in.Model, in.Alias), &cur)
+		cur, set, err := r.checkAliasSwap(tx, in.Model, in.Alias, in.ExpectVersion, in.ExpectUnset)
 		if err != nil {
 			return err
-		}
-		conflict := &ConflictError{Model: in.Model, Alias: in.Alias, Expected: in.ExpectVersion, ActualDigest: cur.VersionDigest, ActualLabel: cur.VersionLabel}
-		if in.ExpectUnset {
-			if set {
-				return conflict
-			}
-		} else {
-			want, _, err := r.resolve(tx, in.Model, in.ExpectVersion)
-			if errors.Is(err, ErrNotFound) {
-				return errorf(ErrNotFound, "expected version: %v", err)
-			} else if err != nil {
-				return err
-			}
-			if !set || cur.VersionDigest != want.Digest {
-				return conflict
-			}
 		}
 		if set && cur.VersionDigest == target.Digest {
 			return errorf(ErrFailedPrecondition, "model %q: alias %q already points at %q (%s)", in.Model, in.Alias, target.Label, target.Digest)

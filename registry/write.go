@@ -317,34 +317,12 @@ func (r *Registry) SetAlias(ctx context.Context, actor Actor, in SetAliasInput) 
 		if err != nil {
 			return err
 		}
-		if _, found, err := getString(tx, key(prefixLabel, in.Model, in.Alias)); err != nil {
-			return err
-		} else if found {
-			return errorf(ErrInvalidArgument, "model %q: %q is a version label; an alias cannot share its name", in.Model, in.Alias)
-		}
 		if target.Revoked {
 			return errorf(ErrFailedPrecondition, "model %q: version %q (%s) is revoked and cannot be aliased", in.Model, target.Label, target.Digest)
 		}
-		var cur Alias
-		set, err := getJSON(tx, key(prefixAlias, in.Model, in.Alias), &cur)
+		cur, _, err := r.checkAliasSwap(tx, in.Model, in.Alias, in.ExpectVersion, in.ExpectUnset)
 		if err != nil {
 			return err
-		}
-		conflict := &ConflictError{Model: in.Model, Alias: in.Alias, Expected: in.ExpectVersion, ActualDigest: cur.VersionDigest, ActualLabel: cur.VersionLabel}
-		if in.ExpectUnset {
-			if set {
-				return conflict
-			}
-		} else {
-			want, _, err := r.resolve(tx, in.Model, in.ExpectVersion)
-			if errors.Is(err, ErrNotFound) {
-				return errorf(ErrNotFound, "expected version: %v", err)
-			} else if err != nil {
-				return err
-			}
-			if !set || cur.VersionDigest != want.Digest {
-				return conflict
-			}
 		}
 		h, err := r.header(tx, TypeAliasMoved, actor)
 		if err != nil {
@@ -428,4 +406,37 @@ func (r *Registry) ReadBlob(ctx context.Context, d blob.Digest, max int64) ([]by
 		return nil, errorf(ErrFailedPrecondition, "blob %s is %d bytes, more than %d", d, rd.Size(), max)
 	}
 	return io.ReadAll(rd)
+}
+
+// checkAliasSwap runs inside the sequencer, so that the check and the move
+// commit together: the alias must not share a version label's name, and it
+// must point at expectVersion (or, with expectUnset, not exist), else a
+// *ConflictError names where it points. It returns the alias's current state.
+func (r *Registry) checkAliasSwap(tx *ledger.Tx, model, alias, expectVersion string, expectUnset bool) (cur Alias, set bool, err error) {
+	if _, found, err := getString(tx, key(prefixLabel, model, alias)); err != nil {
+		return Alias{}, false, err
+	} else if found {
+		return Alias{}, false, errorf(ErrInvalidArgument, "model %q: %q is a version label; an alias cannot share its name", model, alias)
+	}
+	set, err = getJSON(tx, key(prefixAlias, model, alias), &cur)
+	if err != nil {
+		return Alias{}, false, err
+	}
+	conflict := &ConflictError{Model: model, Alias: alias, Expected: expectVersion, ActualDigest: cur.VersionDigest, ActualLabel: cur.VersionLabel}
+	if expectUnset {
+		if set {
+			return Alias{}, false, conflict
+		}
+		return cur, set, nil
+	}
+	want, _, err := r.resolve(tx, model, expectVersion)
+	if errors.Is(err, ErrNotFound) {
+		return Alias{}, false, errorf(ErrNotFound, "expected version: %v", err)
+	} else if err != nil {
+		return Alias{}, false, err
+	}
+	if !set || cur.VersionDigest != want.Digest {
+		return Alias{}, false, conflict
+	}
+	return cur, set, nil
 }
