@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/transparency-dev/formats/log"
@@ -35,21 +36,87 @@ func GenerateKey(origin string) (skey, vkey string, err error) {
 	return skey, vkey, nil
 }
 
+// Errors of ParseCheckpoint, which wraps one of them (or ErrOriginMismatch)
+// with the check that failed.
+var (
+	// ErrCheckpointSignature: the note carries no valid signature by the
+	// log's key (unsigned, signed by other keys only, or a bad signature).
+	ErrCheckpointSignature = errors.New("checkpoint signature not verified")
+	// ErrMalformedCheckpoint: the bytes are not a signed note, or its text
+	// is not a tlog-checkpoint body (origin, size, root hash lines).
+	ErrMalformedCheckpoint = errors.New("malformed checkpoint")
+)
+
 // ParseCheckpoint verifies the log signature on a checkpoint note by v and
-// parses it; the origin line must equal origin.
+// parses it; the origin line must equal origin. The error says which check
+// failed: errors.Is matches ErrCheckpointSignature, ErrMalformedCheckpoint
+// or ErrOriginMismatch. Extension lines after the root hash are allowed
+// and ignored, as C2SP tlog-checkpoint says.
 func ParseCheckpoint(n []byte, origin string, v note.Verifier) (Checkpoint, error) {
-	cp, _, _, err := log.ParseCheckpoint(n, origin, v)
+	msg, err := note.Open(n, note.VerifierList(v))
 	if err != nil {
-		// formats/log flattens errors with %v; keep its text, it says which step.
-		return Checkpoint{}, fmt.Errorf("parsing checkpoint: %s", err.Error())
+		var unverified *note.UnverifiedNoteError
+		var invalid *note.InvalidSignatureError
+		switch {
+		case errors.As(err, &unverified):
+			return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: no signature by the log key %s+%08x (signed by %s)",
+				ErrCheckpointSignature, v.Name(), v.KeyHash(), noteSigners(unverified.Note))
+		case errors.As(err, &invalid):
+			return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: the signature by the log key %s+%08x does not verify",
+				ErrCheckpointSignature, invalid.Name, invalid.Hash)
+		default:
+			// note's own malformed-note error is unexported.
+			return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: not a well-formed signed note (text, a blank line, signature lines), so there is no signature to verify: %w", ErrMalformedCheckpoint, err)
+		}
+	}
+	// note.Open guarantees a text of complete lines.
+	lines := strings.SplitN(msg.Text, "\n", 4)
+	if len(lines) < 4 {
+		return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: %d lines, want origin, size and root hash lines", ErrMalformedCheckpoint, len(lines)-1)
 	}
 	var c Checkpoint
-	if len(cp.Hash) != len(c.Root) {
-		return Checkpoint{}, fmt.Errorf("parsing checkpoint: root hash of %d bytes, want 32", len(cp.Hash))
+	c.Origin = lines[0]
+	if c.Origin == "" {
+		return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: empty origin line", ErrMalformedCheckpoint)
 	}
-	c.Origin, c.Size = cp.Origin, cp.Size
-	copy(c.Root[:], cp.Hash)
+	if c.Origin != origin {
+		return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: checkpoint has origin %q, want %q", ErrOriginMismatch, clip(c.Origin), origin)
+	}
+	size, err := strconv.ParseUint(lines[1], 10, 64)
+	// The size is canonical decimal: one tree size, one spelling.
+	if err != nil || (len(lines[1]) > 1 && lines[1][0] == '0') {
+		return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: size line %q is not a decimal tree size", ErrMalformedCheckpoint, clip(lines[1]))
+	}
+	c.Size = size
+	root, err := base64.StdEncoding.Strict().DecodeString(lines[2])
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: root hash line %q is not standard base64", ErrMalformedCheckpoint, clip(lines[2]))
+	}
+	if len(root) != len(c.Root) {
+		return Checkpoint{}, fmt.Errorf("parsing checkpoint: %w: root hash of %d bytes, want %d", ErrMalformedCheckpoint, len(root), len(c.Root))
+	}
+	copy(c.Root[:], root)
 	return c, nil
+}
+
+// noteSigners names a note's signatures for an error message.
+func noteSigners(n *note.Note) string {
+	if n == nil || len(n.UnverifiedSigs) == 0 {
+		return "no one"
+	}
+	names := make([]string, 0, len(n.UnverifiedSigs))
+	for _, s := range n.UnverifiedSigs {
+		names = append(names, fmt.Sprintf("%s+%08x", clip(s.Name), s.Hash))
+	}
+	return strings.Join(names, ", ")
+}
+
+// clip bounds untrusted text quoted in an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 func signCheckpoint(s note.Signer, origin string, size uint64, root Hash) ([]byte, error) {

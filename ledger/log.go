@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/transparency-dev/merkle/compact"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -33,6 +37,11 @@ type Options struct {
 	MaxBatch int
 	// CacheSize is pebble's block cache in bytes. The default is 64 MiB.
 	CacheSize int64
+	// MustExist makes Open fail with ErrNoStore, creating nothing, when dir
+	// holds no ledger store, for commands that inspect or repair a ledger
+	// and must not leave an empty one behind a mistyped path. The default
+	// creates a new store.
+	MustExist bool
 
 	// commitHook, if set, runs before each group commit; an error it returns
 	// fails the commit as a disk error would (tests only).
@@ -47,6 +56,16 @@ const (
 	formatVersion = pebble.FormatValueSeparation
 	dbDirName     = "db"
 	keyFileName   = "log.key"
+)
+
+var (
+	// ErrInUse is returned by Open and VerifyStore when another Log (in
+	// this process or another, typically a running server) holds the
+	// store's lock: pebble allows one writer per store.
+	ErrInUse = errors.New("ledger store is in use by another process")
+	// ErrNoStore is returned by Open with MustExist, and by VerifyStore,
+	// when the directory holds no ledger store.
+	ErrNoStore = errors.New("no ledger store")
 )
 
 // Log is an open ledger. Its methods are safe for concurrent use.
@@ -97,10 +116,14 @@ var rangeFactory = &compact.RangeFactory{Hash: hashChildren}
 // against the latest checkpoint and fails with ErrInconsistent if they
 // differ.
 func Open(dir string, opts Options) (*Log, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if opts.MustExist {
+		if _, err := os.Stat(filepath.Join(dir, dbDirName)); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("opening ledger %s: %w", dir, ErrNoStore)
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating ledger directory: %w", err)
 	}
-	db, err := openPebble(filepath.Join(dir, dbDirName), opts.Logger, opts.CacheSize, false)
+	db, err := openStore(filepath.Join(dir, dbDirName), opts.Logger, opts.CacheSize, false, opts.MustExist)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +148,15 @@ func Open(dir string, opts Options) (*Log, error) {
 	return l, nil
 }
 
+// openPebble opens the pebble store at path, creating it unless readOnly.
 func openPebble(path string, logger *slog.Logger, cacheSize int64, readOnly bool) (*pebble.DB, error) {
+	return openStore(path, logger, cacheSize, readOnly, false)
+}
+
+// openStore opens the pebble store at path. A store that does not exist is
+// created unless readOnly or mustExist, which fail with ErrNoStore; a store
+// locked by another open fails with ErrInUse.
+func openStore(path string, logger *slog.Logger, cacheSize int64, readOnly, mustExist bool) (*pebble.DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -139,20 +170,56 @@ func openPebble(path string, logger *slog.Logger, cacheSize int64, readOnly bool
 		FormatMajorVersion: formatVersion,
 		Logger:             pebbleLogger{logger},
 		ReadOnly:           readOnly,
+		ErrorIfNotExists:   mustExist,
 		// Appends write ~1 MiB per group commit at full speed; a larger
 		// memtable means fewer flushes competing for the 2 shared cores.
 		MemTableSize: 64 << 20,
 	}
-	if readOnly {
-		if _, err := os.Stat(path); err != nil {
+	if readOnly || mustExist {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("opening ledger store %s: %w", path, ErrNoStore)
+		} else if err != nil {
 			return nil, fmt.Errorf("opening ledger store %s: %w", path, err)
 		}
+	} else if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("creating ledger store %s: %w", path, err)
 	}
+	// Taking pebble's lock ourselves, before Open, tells a lock held
+	// elsewhere apart from every other failure, which pebble reports alike
+	// (a bare "resource temporarily unavailable").
+	lock, err := pebble.LockDirectory(path, vfs.Default)
+	if err != nil {
+		if lockHeld(err) {
+			return nil, fmt.Errorf("opening ledger store %s: %w", path, ErrInUse)
+		}
+		return nil, fmt.Errorf("opening ledger store %s: locking: %w", path, err)
+	}
+	po.Lock = lock
 	db, err := pebble.Open(path, po)
+	// The DB holds its own reference to the lock and releases it in Close
+	// (or already did, if Open failed); drop ours.
+	lock.Close()
+	if errors.Is(err, pebble.ErrDBDoesNotExist) {
+		return nil, fmt.Errorf("opening ledger store %s: %w", path, ErrNoStore)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger store %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// lockHeld reports whether an error of pebble.LockDirectory means that the
+// lock is held: by another process, fcntl fails with EAGAIN or EACCES (a
+// bare errno; failing to create the lock file is an *fs.PathError
+// instead); within this process pebble refuses before asking the kernel,
+// with an error that has no type of its own.
+func lockHeld(err error) bool {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return false
+	}
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) ||
+		strings.Contains(err.Error(), "lock held by current process")
 }
 
 // pebbleLogger sends pebble's log lines to slog instead of stderr.

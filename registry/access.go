@@ -42,7 +42,22 @@ var errInitialized = errors.New("already initialized")
 // initialisation and creates the "admin" principal, returning its token
 // (which exists nowhere else: the caller writes it out once). On a registry
 // that already has principals it returns created == false and no token.
+//
+// A caller that must not lose the token should use BootstrapWith: between
+// Bootstrap's commit and the caller's write, a crash loses it for good.
 func (r *Registry) Bootstrap(ctx context.Context) (adminToken string, created bool, err error) {
+	return r.BootstrapWith(ctx, nil)
+}
+
+// BootstrapWith is Bootstrap with keep, which is called with the new admin
+// token after the registry was found empty and BEFORE anything is
+// committed; keep must make the token durable (write and sync it) before it
+// returns. If keep fails, nothing is recorded and its error is returned. So
+// a crash at any point leaves either an empty registry (the next call
+// starts over with a new token) or an initialised one whose token keep has
+// already stored. keep runs inside the ledger's sequencer: it must be
+// quick and must not touch the ledger. A nil keep behaves like Bootstrap.
+func (r *Registry) BootstrapWith(ctx context.Context, keep func(adminToken string) error) (adminToken string, created bool, err error) {
 	tok, err := newToken()
 	if err != nil {
 		return "", false, err
@@ -78,8 +93,17 @@ func (r *Registry) Bootstrap(ctx context.Context) (adminToken string, created bo
 		if err != nil {
 			return err
 		}
-		_, err = r.commit(ctx, tx, init, add)
-		return err
+		if _, err := r.commit(ctx, tx, init, add); err != nil {
+			return err
+		}
+		// The entries are staged, not yet durable: the sequencer commits
+		// them only after this function returns.
+		if keep != nil {
+			if err := keep(tok); err != nil {
+				return fmt.Errorf("storing the admin token: %w", err)
+			}
+		}
+		return nil
 	})
 	if errors.Is(err, errInitialized) {
 		return "", false, nil

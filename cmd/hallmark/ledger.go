@@ -38,18 +38,15 @@ const defaultDataDir = "./hallmark-data"
 func ledgerDir(dataDir string) string { return filepath.Join(dataDir, "ledger") }
 
 // openExistingLedger opens the ledger under dataDir for a command that only
-// reads it: a missing store is an error, never a silently created empty one.
+// reads or repairs it: a missing store is an error, never a silently
+// created empty one.
 func openExistingLedger(dataDir string) (*ledger.Log, error) {
 	dir := ledgerDir(dataDir)
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) || (err == nil && len(ents) == 0) {
-		return nil, fmt.Errorf("no ledger at %s: start the server or append first", dir)
-	}
+	l, err := ledger.Open(dir, ledger.Options{MustExist: true})
 	if err != nil {
-		return nil, fmt.Errorf("opening ledger at %s: %w", dir, err)
-	}
-	l, err := ledger.Open(dir, ledger.Options{})
-	if err != nil {
+		if derr := dataDirError(dataDir, err, inUseReadHint); derr != err {
+			return nil, derr
+		}
 		return nil, fmt.Errorf("opening ledger at %s: %w", dir, err)
 	}
 	return l, nil
@@ -111,6 +108,9 @@ func runLedgerAppend(ctx context.Context, e *env, args []string) error {
 	}
 	l, err := ledger.Open(ledgerDir(*dataDir), ledger.Options{Origin: *origin})
 	if err != nil {
+		if errors.Is(err, ledger.ErrInUse) {
+			return dataDirError(*dataDir, err, "stop it first; a running server appends through its API")
+		}
 		return fmt.Errorf("opening ledger at %s: %w", ledgerDir(*dataDir), err)
 	}
 	defer l.Close()
@@ -543,9 +543,6 @@ func runLedgerVerify(ctx context.Context, e *env, args []string) error {
 		return usagef("unexpected argument %q", pos[0])
 	}
 	dir := ledgerDir(*dataDir)
-	if ents, err := os.ReadDir(dir); errors.Is(err, os.ErrNotExist) || (err == nil && len(ents) == 0) {
-		return fmt.Errorf("no ledger at %s: start the server or append first", dir)
-	}
 	opts := ledger.VerifyOptions{}
 	if *logKey != "" {
 		v, err := note.NewVerifier(strings.TrimSpace(*logKey))
@@ -566,6 +563,9 @@ func runLedgerVerify(ctx context.Context, e *env, args []string) error {
 	rep, err := ledger.VerifyStore(ctx, dir, opts)
 	bar.finish()
 	if err != nil {
+		if derr := dataDirError(*dataDir, err, inUseReadHint); derr != err {
+			return derr
+		}
 		if !errors.Is(err, ledger.ErrTampered) {
 			return fmt.Errorf("verifying %s: %w", dir, err)
 		}

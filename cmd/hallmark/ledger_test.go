@@ -133,20 +133,34 @@ func TestLedgerAppendMaxSizeEntry(t *testing.T) {
 
 func TestReadOnlyCommandsNeedALedger(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "nothing")
-	want := fmt.Sprintf("no ledger at %s: start the server or append first", ledgerDir(dir))
-	for _, args := range [][]string{
-		{"ledger", "key"},
-		{"ledger", "checkpoint"},
-		{"ledger", "proof", "--index", "0"},
-		{"ledger", "verify"},
+	// A directory that exists but holds no store (a wrong --data-dir, or
+	// a ledger/ directory a restore left empty) must stay as it is.
+	empty := t.TempDir()
+	if err := os.Mkdir(ledgerDir(empty), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ dir, want string }{
+		{dir, fmt.Sprintf("no hallmark data directory at %s (pass the server's --data-dir)", dir)},
+		{empty, fmt.Sprintf("no hallmark data directory at %s: it has no ledger store %s", empty, ledgerDir(empty))},
 	} {
-		code, _, stderr := runCmd(t, "", append(args, "--data-dir", dir)...)
-		if code != 1 || !strings.Contains(stderr, want) {
-			t.Errorf("%v: got exit %d %q, want 1 with %q", args, code, stderr, want)
+		for _, args := range [][]string{
+			{"ledger", "key"},
+			{"ledger", "checkpoint"},
+			{"ledger", "proof", "--index", "0"},
+			{"ledger", "verify"},
+			{"ledger", "rebuild"},
+		} {
+			code, _, stderr := runCmd(t, "", append(args, "--data-dir", tc.dir)...)
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("%v: got exit %d %q, want 1 with %q", args, code, stderr, tc.want)
+			}
 		}
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("read-only commands created %s", dir)
+	}
+	if ents, err := os.ReadDir(ledgerDir(empty)); err != nil || len(ents) != 0 {
+		t.Fatalf("read-only commands wrote into %s: %v %v", ledgerDir(empty), ents, err)
 	}
 }
 

@@ -110,7 +110,7 @@ func TestLedgerRebuild(t *testing.T) {
 func TestLedgerRebuildErrors(t *testing.T) {
 	dir := t.TempDir()
 	code, _, stderr := runCmd(t, "", "ledger", "rebuild", "--data-dir", dir)
-	if code != 1 || !strings.Contains(stderr, "no ledger at "+filepath.Join(dir, "ledger")) {
+	if code != 1 || !strings.Contains(stderr, "no hallmark data directory at "+dir+": it has no ledger store "+filepath.Join(dir, "ledger")) {
 		t.Fatalf("missing ledger: exit %d, stderr %q", code, stderr)
 	}
 	code, _, stderr = runCmd(t, "", "ledger", "rebuild", "extra")

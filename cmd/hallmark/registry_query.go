@@ -121,6 +121,34 @@ func signedText(s *registryv1.SignatureCheck) string {
 	}
 }
 
+// signatureText describes a version's recorded signature check for show.
+// A failed check has no method or signer (they come from a verified
+// signature); what it has is the reason recorded at push time.
+func signatureText(s *registryv1.SignatureCheck) string {
+	switch {
+	case !s.GetPresent():
+		return "no"
+	case s.GetValid():
+		var who []string
+		for _, x := range []string{s.GetMethod(), s.GetSigner()} {
+			if x != "" {
+				who = append(who, x)
+			}
+		}
+		if s.GetIssuer() != "" {
+			who = append(who, "issuer "+s.GetIssuer())
+		}
+		if len(who) == 0 {
+			return "yes"
+		}
+		return "yes (" + strings.Join(who, ", ") + ")"
+	case s.GetError() != "":
+		return "not verified: " + s.GetError()
+	default:
+		return "not verified (no reason was recorded)"
+	}
+}
+
 func runShow(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "show", "M@LABEL|M@ALIAS|M@sha256:HEX [--output json]")
 	cf := addClientFlags(fs, e, true)
@@ -152,15 +180,7 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	if v.GetRevoked() {
 		fmt.Fprintf(w, "revoked:  %s\n", v.GetRevokeReason())
 	}
-	s := v.GetSignature()
-	fmt.Fprintf(w, "signed:   %s", signedText(s))
-	if s.GetPresent() {
-		fmt.Fprintf(w, " (%s, %s)", s.GetMethod(), s.GetSigner())
-		if s.GetError() != "" {
-			fmt.Fprintf(w, ": %s", s.GetError())
-		}
-	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "signed:   %s\n", signatureText(v.GetSignature()))
 	if md := v.GetMetadata(); md.GetFramework() != "" {
 		fmt.Fprintf(w, "framework: %s\n", md.GetFramework())
 	}

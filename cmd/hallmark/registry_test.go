@@ -197,6 +197,32 @@ func TestPushPullRoundTrip(t *testing.T) {
 	}
 }
 
+// TestShowUnverifiedSignature checks that show prints the reason recorded
+// at push for a signature that did not verify (issue: "invalid (, )").
+func TestShowUnverifiedSignature(t *testing.T) {
+	s := startServer(t, t.TempDir()) // empty trust store: nothing verifies
+	priv, err := signing.GenerateKey(signing.KeyEd25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	privPEM, _ := signing.MarshalPrivateKeyPEM(priv)
+	keyFile := filepath.Join(t.TempDir(), "ci.key")
+	os.WriteFile(keyFile, privPEM, 0o600)
+	model := writeModel(t, map[string]string{"w.bin": "weights"})
+	code, _, errOut := s.cli(s.admin, "push", model, "--model", "m", "--version", "1", "--sign-key", keyFile)
+	reason, ok := strings.CutPrefix(strings.TrimSpace(errOut), "warning: signature recorded as not verified: ")
+	if code != 0 || !ok || reason == "" {
+		t.Fatalf("push: exit %d, stderr %q, want the not-verified warning", code, errOut)
+	}
+	out := s.mustCLI(s.admin, "show", "m@1")
+	if want := "signed:   not verified: " + reason + "\n"; !strings.Contains(out, want) {
+		t.Errorf("show: got\n%s\nwant a line %q", out, want)
+	}
+	if strings.Contains(out, "(, )") {
+		t.Errorf("show prints empty signer fields:\n%s", out)
+	}
+}
+
 func TestPushSigned(t *testing.T) {
 	dir := t.TempDir()
 	keyDir := filepath.Join(dir, "trust", "keys")

@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hallmark-dev/hallmark/internal/server"
 	"github.com/hallmark-dev/hallmark/ledger"
+	"github.com/hallmark-dev/hallmark/registry"
 )
 
 func init() {
@@ -28,6 +33,13 @@ type serveConfig struct {
 	// GCInterval is how often unreferenced blobs are collected (0: hourly);
 	// GCGrace how long an unreferenced blob is kept (0: 24 hours).
 	GCInterval, GCGrace time.Duration
+	// PolicyMinCoverage is the coverage floor, in percent, of published
+	// policy sets: 0 means registry.DefaultPolicyMinCoverage, a negative
+	// value no floor (server.Config).
+	PolicyMinCoverage float64
+	// Command is how the start-up hints name the hallmark binary, so that
+	// they can be pasted as printed ("" means "hallmark").
+	Command string
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -42,10 +54,19 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	rpcTimeout := fs.Duration("rpc-timeout", 30*time.Second, "time limit of one RPC")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often unreferenced blobs are collected")
 	gcGrace := fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced blob is kept (longer than any push)")
+	minCoverage := fs.Float64("policy-min-coverage", registry.DefaultPolicyMinCoverage, "test coverage, in percent (0-100), a policy set needs to be published; 0: no floor")
 	if pos, err := parseFlags(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
+	}
+	// !(x >= 0) also refuses NaN.
+	if !(*minCoverage >= 0) || *minCoverage > 100 {
+		return usagef("--policy-min-coverage %v: want a percentage from 0 to 100", *minCoverage)
+	}
+	coverage := *minCoverage
+	if coverage == 0 {
+		coverage = -1 // server.Config: negative is no floor, zero the default
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -62,13 +83,15 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return usagef("--log-format %q: want text or json", *logFormat)
 	}
 	cfg := serveConfig{
-		DataDir:         *dataDir,
-		Origin:          *origin,
-		Logger:          slog.New(handler),
-		ShutdownTimeout: 10 * time.Second,
-		Limits:          server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, RPCTimeout: *rpcTimeout},
-		GCInterval:      *gcInterval,
-		GCGrace:         *gcGrace,
+		DataDir:           *dataDir,
+		Origin:            *origin,
+		Logger:            slog.New(handler),
+		ShutdownTimeout:   10 * time.Second,
+		Limits:            server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, RPCTimeout: *rpcTimeout},
+		GCInterval:        *gcInterval,
+		GCGrace:           *gcGrace,
+		PolicyMinCoverage: coverage,
+		Command:           selfCommand(),
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -78,24 +101,25 @@ func runServe(ctx context.Context, e *env, args []string) error {
 }
 
 // serve runs the server on ln until ctx is cancelled, then drains open
-// requests and closes the stores. It prints the URL, the log's verifier key
-// and, on the first start of an empty data directory, the admin token to
-// out once it is ready. It always closes ln.
+// requests and closes the stores. Once it is ready it prints to out the URL,
+// the log's verifier key and where the admin token is: on the first start
+// of an empty data directory the token itself, once, with the next commands
+// to try. It always closes ln.
 func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer) error {
 	defer ln.Close()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := server.Open(ctx, cfg.DataDir, server.OpenOptions{Origin: cfg.Origin, Logger: log, Announce: out})
+	st, err := server.Open(ctx, cfg.DataDir, server.OpenOptions{Origin: cfg.Origin, Logger: log})
 	if err != nil {
-		return err
+		return dataDirError(cfg.DataDir, err, "stop it first: one server per data directory")
 	}
 	defer st.Close()
 	l := st.Ledger
 
 	url := "http://" + ln.Addr().String()
-	fmt.Fprintf(out, "hallmark serving %s\nledger %s at size %d\nlog key %s\n", url, l.Origin(), l.Size(), l.VerifierKey())
+	printStartup(out, cfg, st, url)
 	log.Info("serving", "url", url, "data_dir", cfg.DataDir, "origin", l.Origin(), "size", l.Size(), "log_key", l.VerifierKey())
 
 	gcCtx, stopGC := context.WithCancel(ctx)
@@ -109,7 +133,9 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 	}
 	go st.CollectBlobs(gcCtx, interval, grace, log)
 
-	if err := server.Run(ctx, st.Config(log, cfg.Limits), ln); err != nil {
+	scfg := st.Config(log, cfg.Limits)
+	scfg.PolicyMinCoverage = cfg.PolicyMinCoverage
+	if err := server.Run(ctx, scfg, ln); err != nil {
 		return err
 	}
 	log.Info("shutting down", "reason", context.Cause(ctx))
@@ -119,4 +145,109 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// printStartup tells the operator, on standard output, what they need next:
+// the URL and log key always; on the first start the admin token (it exists
+// nowhere but here and in DIR/admin.token) and three commands that work
+// when pasted into another terminal; on later starts where the token is.
+func printStartup(out io.Writer, cfg serveConfig, st *server.Stores, url string) {
+	l := st.Ledger
+	var b strings.Builder
+	fmt.Fprintf(&b, "hallmark serving %s\nledger %s at size %d\nlog key %s\n", url, l.Origin(), l.Size(), l.VerifierKey())
+	bin := cfg.Command
+	if bin == "" {
+		bin = "hallmark"
+	}
+	tokenFile := st.AdminTokenPath
+	if abs, err := filepath.Abs(tokenFile); err == nil {
+		tokenFile = abs
+	}
+	// Clients default to the default listen address; name any other.
+	serverEnv := ""
+	if url != defaultServer {
+		serverEnv = "HALLMARK_SERVER=" + url + " "
+	}
+	export := "export " + serverEnv
+	if st.AdminToken != "" {
+		fmt.Fprintf(&b, `
+First start: created the admin principal. Its admin token, shown only this once:
+
+    %s
+
+is also in %s (mode 0600).
+Move it to your secret store, then delete that file: the server keeps only a hash
+of the token and cannot show it again.
+
+Next, in another terminal:
+
+    %sHALLMARK_TOKEN=%s
+    %s models
+    mkdir -p demo-model && echo hello > demo-model/weights.bin && %s push demo-model --model demo --version 0.1.0
+
+`, st.AdminToken, tokenFile, export, st.AdminToken, shellQuote(bin), shellQuote(bin))
+	} else if _, err := os.Stat(st.AdminTokenPath); err == nil {
+		fmt.Fprintf(&b, "admin token: in %s (%sHALLMARK_TOKEN=$(cat %s)); move it to your secret store\n",
+			tokenFile, export, shellQuote(tokenFile))
+	} else {
+		fmt.Fprintf(&b, "admin token: not shown again, and %s is gone (in your secret store?);\n"+
+			"with HALLMARK_TOKEN set to an admin's token, mint another: %s%s principals add admin2 --name \"Second Admin\" --role admin\n",
+			tokenFile, serverEnv, shellQuote(bin))
+	}
+	io.WriteString(out, b.String())
+}
+
+// selfCommand returns how this process was invoked, as a command another
+// shell can run: the bare name if it was found on PATH, else its absolute
+// path (a relative one like bin/hallmark breaks in another directory).
+func selfCommand() string {
+	arg0 := os.Args[0]
+	if !strings.ContainsRune(arg0, filepath.Separator) {
+		return filepath.Base(arg0)
+	}
+	if abs, err := filepath.Abs(arg0); err == nil {
+		return abs
+	}
+	return arg0
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == '+' || r == ':' || r == '=' ||
+			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9'))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// inUseReadHint is what to do when a command that reads a ledger finds its
+// data directory held by a server.
+const inUseReadHint = "stop it first, or read the live ledger through it: hallmark ledger checkpoint --server URL, hallmark ledger proof --server URL"
+
+// dataDirErr is an error opening a data directory, restated in the
+// operator's terms; it wraps the store's error.
+type dataDirErr struct {
+	msg string
+	err error
+}
+
+func (e *dataDirErr) Error() string { return e.msg }
+func (e *dataDirErr) Unwrap() error { return e.err }
+
+// dataDirError restates the two failures of opening data directory dir that
+// an operator causes and can fix: a store held by a running process (what
+// to do about it is inUseHint) and a directory that holds no store.
+func dataDirError(dir string, err error, inUseHint string) error {
+	switch {
+	case errors.Is(err, ledger.ErrInUse):
+		return &dataDirErr{fmt.Sprintf("data directory %s is in use by a running hallmark server (%s)", dir, inUseHint), err}
+	case errors.Is(err, ledger.ErrNoStore):
+		if _, serr := os.Stat(dir); errors.Is(serr, os.ErrNotExist) {
+			return &dataDirErr{fmt.Sprintf("no hallmark data directory at %s (pass the server's --data-dir)", dir), err}
+		}
+		return &dataDirErr{fmt.Sprintf("no hallmark data directory at %s: it has no ledger store %s (pass the server's --data-dir)", dir, ledgerDir(dir)), err}
+	}
+	return err
 }

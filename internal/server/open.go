@@ -31,10 +31,6 @@ type OpenOptions struct {
 	// Logger receives the startup log and, with component attributes,
 	// pebble's and badger's messages. The default discards them.
 	Logger *slog.Logger
-	// Announce receives the admin token, once, on the first start of an
-	// empty data directory. The default discards it (it is still written
-	// to DIR/admin.token).
-	Announce io.Writer
 	// BlobOptions are passed to blob.Open (Logger is filled in).
 	BlobOptions blob.Options
 	// Now is the registry's clock (tests). The default is time.Now.
@@ -49,13 +45,40 @@ type Stores struct {
 	Registry *registry.Registry
 	// Trusted lists the trust-store files loaded.
 	Trusted []string
+	// AdminToken is the admin principal's token when this Open created it
+	// (the first start of an empty data directory), "" otherwise. It is
+	// also in AdminTokenPath; nothing else holds it.
+	AdminToken string
+	// AdminTokenPath is DIR/admin.token, where the first start wrote the
+	// token. The server never reads it; the operator may have removed it.
+	AdminTokenPath string
+}
+
+// crashHook, when set (tests), is called at the named steps of the admin
+// bootstrap; an error it returns aborts Open there, as if the process had
+// died at that point.
+var crashHook func(step string) error
+
+func crashAt(step string) error {
+	if crashHook == nil {
+		return nil
+	}
+	return crashHook(step)
 }
 
 // Open opens (creating if needed) everything in data directory dir: the
 // ledger and projection, the blob store and the trust store, catches the
 // projection up and checks it against the ledger head, and on an empty
-// registry creates the admin principal, writing its token to
-// dir/admin.token (mode 0600) and to opts.Announce.
+// registry creates the admin principal (Stores.AdminToken).
+//
+// The admin token is written to dir/admin.token (mode 0600, synced, renamed
+// into place) BEFORE the principal's ledger entry commits, so a crash at
+// any point loses no usable token: either the ledger has no admin yet and
+// the next Open starts over with a new token, or the file holds the token
+// the ledger records.
+//
+// A data directory held by another process (a running server) fails with
+// an error matching ledger.ErrInUse.
 func Open(ctx context.Context, dir string, opts OpenOptions) (_ *Stores, err error) {
 	log := opts.Logger
 	if log == nil {
@@ -95,19 +118,22 @@ func Open(ctx context.Context, dir string, opts OpenOptions) (_ *Stores, err err
 	if err != nil {
 		return nil, fmt.Errorf("opening registry: %w", err)
 	}
-	tok, created, err := st.Registry.Bootstrap(ctx)
+	st.AdminTokenPath = filepath.Join(dir, AdminTokenFile)
+	tok, created, err := st.Registry.BootstrapWith(ctx, func(tok string) error {
+		if err := writeSecret(st.AdminTokenPath, tok+"\n"); err != nil {
+			return fmt.Errorf("writing %s: %w", st.AdminTokenPath, err)
+		}
+		return crashAt("token written")
+	})
 	if err != nil {
 		return nil, err
 	}
 	if created {
-		path := filepath.Join(dir, AdminTokenFile)
-		if err := writeSecret(path, tok+"\n"); err != nil {
-			return nil, fmt.Errorf("writing the admin token: %w", err)
+		if err := crashAt("committed"); err != nil {
+			return nil, err
 		}
-		log.Info("created the admin principal", "token_file", path)
-		if opts.Announce != nil {
-			fmt.Fprintf(opts.Announce, "admin token (also in %s, shown once): %s\n", path, tok)
-		}
+		st.AdminToken = tok
+		log.Info("created the admin principal", "token_file", st.AdminTokenPath)
 	}
 	return st, nil
 }
