@@ -113,3 +113,15 @@ func BenchmarkParseInput(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseRecorded measures parsing a recorded input without schema
+// validation, as Replay does for every record.
+func BenchmarkParseRecorded(b *testing.B) {
+	in := marshal(b, readInput(b, "production"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseUnvalidated(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

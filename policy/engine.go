@@ -257,7 +257,12 @@ func (d *Decision) normalise() {
 // policies (the active set and a dry-run draft) without parsing it again.
 type Input struct {
 	v ast.Value
+	// opt passes v to an evaluation; built once per input rather than once
+	// per evaluation.
+	opt rego.EvalOption
 }
+
+func newInput(v ast.Value) *Input { return &Input{v: v, opt: rego.EvalParsedInput(v)} }
 
 // ParseInput parses doc and validates it against InputSchema. Errors wrap
 // ErrInvalidInput.
@@ -266,19 +271,22 @@ func ParseInput(doc []byte) (*Input, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Input{v: v}, nil
+	return newInput(v), nil
 }
 
 // parseUnvalidated parses doc as one JSON object without schema validation.
 func parseUnvalidated(doc []byte) (*Input, error) {
-	v, err := ast.ValueFromReader(bytes.NewReader(doc))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+	v, _, ok := decodeJSON(doc, false)
+	if !ok {
+		var err error
+		if v, err = ast.ValueFromReader(bytes.NewReader(doc)); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+		}
 	}
 	if _, ok := v.(ast.Object); !ok {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidInput)
 	}
-	return &Input{v: v}, nil
+	return newInput(v), nil
 }
 
 // Decide parses input, a JSON document satisfying InputSchema (validated
@@ -309,6 +317,14 @@ func (p *Policy) parse(input []byte) (*Input, error) {
 // for nothing.
 var evalMetrics = metrics.NoOp()
 
+// fixedEvalOptions are the options of every evaluation that depend on
+// nothing, built once.
+var fixedEvalOptions = [...]rego.EvalOption{
+	rego.EvalMetrics(evalMetrics),
+	rego.EvalInstrument(false),
+	rego.EvalGenerateJSON(keepTerm),
+}
+
 // keepTerm hands the result back as OPA's own value: converting it to Go maps
 // and slices first (OPA's default) costs an allocation per node, and
 // toDecision reads the value directly.
@@ -332,13 +348,8 @@ func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer
 		stop := context.AfterFunc(ctx, cancel.Cancel)
 		defer stop()
 	}
-	evalOpts := []rego.EvalOption{
-		rego.EvalParsedInput(in.v),
-		rego.EvalExternalCancel(cancel),
-		rego.EvalMetrics(evalMetrics),
-		rego.EvalInstrument(false),
-		rego.EvalGenerateJSON(keepTerm),
-	}
+	var buf [len(fixedEvalOptions) + 3]rego.EvalOption
+	evalOpts := append(append(buf[:0], fixedEvalOptions[:]...), in.opt, rego.EvalExternalCancel(cancel))
 	if tracer != nil {
 		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
 	}

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Recorded is one past decision to replay: an identifier the caller chooses
@@ -70,11 +71,17 @@ func Replay(ctx context.Context, p *Policy, records []Recorded) (*ReplayReport, 
 	}
 	out := make([]outcome, len(records))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(records)))
+	// Workers claim records through one counter rather than a channel: a
+	// handoff per record costs a goroutine wake-up, a counter costs nothing.
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	next := make(chan int)
 	for range workers {
 		wg.Go(func() {
-			for i := range next {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(records) {
+					return
+				}
 				d, err := p.Decide(ctx, records[i].Input)
 				if err != nil {
 					out[i].err = err
@@ -84,15 +91,6 @@ func Replay(ctx context.Context, p *Policy, records []Recorded) (*ReplayReport, 
 			}
 		})
 	}
-feed:
-	for i := range records {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -63,14 +63,12 @@ func ValidateInput(doc []byte) error {
 
 // parseInput validates doc and returns it as an OPA value.
 func parseInput(doc []byte) (ast.Value, error) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: not JSON: %v", ErrInvalidInput, err)
-	}
-	if _, err := dec.Token(); err == nil {
-		return nil, fmt.Errorf("%w: more than one JSON value", ErrInvalidInput)
+	val, v, fast := decodeJSON(doc, true)
+	if !fast {
+		var err error
+		if v, err = decodeGeneric(doc); err != nil {
+			return nil, err
+		}
 	}
 	sch, err := validator()
 	if err != nil {
@@ -83,11 +81,30 @@ func parseInput(doc []byte) (ast.Value, error) {
 		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
-	val, err := ast.InterfaceToValue(v)
+	if fast {
+		return val, nil
+	}
+	val, err = ast.InterfaceToValue(v)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
 	return val, nil
+}
+
+// decodeGeneric is the reference decoding of an input, which decodeJSON
+// matches on the documents it accepts: encoding/json with UseNumber, one
+// value.
+func decodeGeneric(doc []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("%w: not JSON: %v", ErrInvalidInput, err)
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, fmt.Errorf("%w: more than one JSON value", ErrInvalidInput)
+	}
+	return v, nil
 }
 
 // validationMessage flattens a validation error to its leaf causes, one per
