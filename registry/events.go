@@ -165,6 +165,9 @@ func newEvent(t string) any {
 	if ev := newPromotionEvent(t); ev != nil {
 		return ev
 	}
+	if ev := newAuditEvent(t); ev != nil {
+		return ev
+	}
 	return nil
 }
 
@@ -248,6 +251,8 @@ func headerOf(ev any) header {
 		return e.shadowHeader()
 	case promotionEvent:
 		return e.promotionHeader()
+	case auditEvent:
+		return e.auditHeader()
 	}
 	return header{}
 }

@@ -391,6 +391,9 @@ func (p *projector) applyEvent(ctx context.Context, tx stateTx, index uint64, ev
 
 	case promotionEvent:
 		return p.applyPromotion(ctx, tx, index, e, hd, t)
+
+	case auditEvent:
+		return nil // recorded in the ledger; nothing to project
 	}
 	return fmt.Errorf("no projection for %T", ev)
 }

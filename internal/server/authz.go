@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/audit/v1/auditv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1/ledgerv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/policy/v1/policyv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1/registryv1connect"
@@ -99,6 +100,11 @@ var authzTable = map[string]rule{
 	policyv1connect.PolicyServiceStopDryRunProcedure:       {roles: []string{rolePolicyAuthor}},
 	policyv1connect.PolicyServiceGetPolicySetProcedure:     readers,
 	policyv1connect.PolicyServiceListPolicySetsProcedure:   readers,
+
+	// Audit exports and point-in-time answers are for auditors; an
+	// export is recorded in the ledger.
+	auditv1connect.AuditServiceExportProcedure: {roles: []string{roleAuditor}},
+	auditv1connect.AuditServiceAtProcedure:     {roles: []string{roleAuditor}},
 
 	blobReadProcedure:  readers,
 	blobWriteProcedure: {roles: []string{rolePublisher}},

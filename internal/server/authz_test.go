@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	auditv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/audit/v1"
 	ledgerv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1"
 	policyv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/policy/v1"
 	registryv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1"
@@ -27,6 +28,7 @@ func services() []protoreflect.ServiceDescriptor {
 		shadowv1.File_hallmark_shadow_v1_shadow_proto.Services().ByName("ShadowService"),
 		registryv1.File_hallmark_registry_v1_promotion_proto.Services().ByName("PromotionService"),
 		policyv1.File_hallmark_policy_v1_policy_proto.Services().ByName("PolicyService"),
+		auditv1.File_hallmark_audit_v1_audit_proto.Services().ByName("AuditService"),
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/audit/v1/auditv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1/ledgerv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/policy/v1/policyv1connect"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1/registryv1connect"
@@ -124,6 +125,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle(shadowv1connect.NewShadowServiceHandler(shadowService{s}, opts...))
 	mux.Handle(registryv1connect.NewPromotionServiceHandler(promotionService{s}, opts...))
 	mux.Handle(policyv1connect.NewPolicyServiceHandler(policyService{s}, opts...))
+	mux.Handle(auditv1connect.NewAuditServiceHandler(auditService{s}, opts...))
 
 	blobs := blobhttp.NewHandler(cfg.Blobs, blobhttp.Options{
 		Authorize:            s.authorizeBlob,
@@ -145,8 +147,15 @@ func New(cfg Config) (http.Handler, error) {
 	return s.logRequests(mux), nil
 }
 
+// readyTimeout bounds a readiness check's wait for the sequencer.
+const readyTimeout = 2 * time.Second
+
 // ready answers 200 while the ledger and the blob store serve reads and the
-// projection matches the ledger head.
+// projection matches the ledger head. It writes nothing: CheckProjection
+// runs a read-only function in the sequencer (which then commits no batch
+// for it), so that it sees the state and the tree at the same size, and so
+// that a wedged sequencer shows as not ready (after readyTimeout) instead
+// of a probe that hangs.
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if _, err := s.cfg.Ledger.CheckpointAt(0); errors.Is(err, ledger.ErrClosed) {
@@ -154,8 +163,14 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ledger closed\n")
 		return
 	}
-	if err := s.reg.CheckProjection(r.Context()); err != nil {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	if err := s.reg.CheckProjection(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
+		if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+			fmt.Fprintf(w, "ledger sequencer busy: no answer within %v\n", readyTimeout)
+			return
+		}
 		fmt.Fprintf(w, "projection: %v\n", err)
 		return
 	}

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	auditv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/audit/v1"
+	"github.com/hallmark-dev/hallmark/api/gen/hallmark/audit/v1/auditv1connect"
+	"github.com/hallmark-dev/hallmark/ledger/tlogproof"
+	"github.com/hallmark-dev/hallmark/registry/blob"
+	"github.com/hallmark-dev/hallmark/registry/export"
+)
+
+func init() {
+	register(command{name: "audit export", summary: "export an audit bundle (zip or directory) from the server", run: runAuditExport})
+	register(command{name: "audit verify", summary: "verify an audit bundle offline", run: runAuditVerify})
+	register(command{name: "audit at", summary: "which version an alias pointed to at a time, with its proof", run: runAuditAt})
+}
+
+func (cf *clientFlags) auditClient() auditv1connect.AuditServiceClient {
+	c := cf.clients()
+	return auditv1connect.NewAuditServiceClient(c.http, c.baseURL, connect.WithInterceptors(bearer(c.token)))
+}
+
+func runAuditExport(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit export", "[--model M] [--from TIME|INDEX] [--to TIME|INDEX] --out report.zip|DIR")
+	cf := addClientFlags(fs, e, true)
+	model := fs.String("model", "", "focus the report on this model (the entries of the range are exported whole)")
+	from := fs.String("from", "", "first entry: a ledger index or an RFC 3339 time (default: the first)")
+	to := fs.String("to", "", "last entry: a ledger index or an RFC 3339 time (default: the latest)")
+	out := fs.String("out", "", "write the bundle here: a .zip file, or a directory that is absent or empty")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected arguments %q", rest)
+	}
+	if *out == "" {
+		return usagef("--out is required")
+	}
+	for name, v := range map[string]string{"--from": *from, "--to": *to} {
+		if _, err := export.ParseBound(v); err != nil {
+			return usagef("%s: %v", name, err)
+		}
+	}
+	if err := cf.check(); err != nil {
+		return err
+	}
+	if err := checkExportOut(*out); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stderr, "audit export: the server is building the bundle (proofs, policy replays, report)...")
+	start := time.Now()
+	res, err := cf.auditClient().Export(ctx, connect.NewRequest(&auditv1.ExportRequest{Model: *model, From: *from, To: *to}))
+	if err != nil {
+		return rpcError("exporting", err)
+	}
+	x := res.Msg
+	fmt.Fprintf(e.stderr, "audit export: built entries %d to %d in %s; downloading %d bytes\n", x.GetFirstIndex(), x.GetLastIndex(), time.Since(start).Round(time.Millisecond), x.GetSize())
+	d, err := blob.ParseDigest(x.GetBundle())
+	if err != nil {
+		return fmt.Errorf("server sent bundle digest %q: %w", x.GetBundle(), err)
+	}
+	c := cf.clients()
+	bar := newTransferBar(e.stderr, int64(x.GetSize()), "downloading")
+	var zip bytes.Buffer
+	if _, err := c.blobs(bar.tracker()).Download(ctx, d, &zip); err != nil {
+		return fmt.Errorf("downloading bundle %s: %w", d, err)
+	}
+	bar.finish()
+	if blob.Sum(zip.Bytes()) != d {
+		return fmt.Errorf("downloaded bundle does not have digest %s", d)
+	}
+	if err := writeExport(zip.Bytes(), *out); err != nil {
+		return err
+	}
+	if cf.json() {
+		return printJSON(e.stdout, x)
+	}
+	fmt.Fprintf(e.stdout, "wrote %s\n", *out)
+	fmt.Fprintf(e.stdout, "entries:         %d to %d (checkpoint size %d)\n", x.GetFirstIndex(), x.GetLastIndex(), x.GetCheckpointSize())
+	fmt.Fprintf(e.stdout, "manifest sha256: %s\n", x.GetManifestSha256())
+	fmt.Fprintf(e.stdout, "recorded at:     ledger entry %d (hallmark.audit.exported)\n", x.GetExportIndex())
+	fmt.Fprintf(e.stdout, "check it with:   hallmark audit verify %s --log-key <the log's key from the operator>\n", *out)
+	return nil
+}
+
+// checkExportOut refuses an output that exists (a file) or is a non-empty
+// directory, before the server does any work.
+func checkExportOut(out string) error {
+	fi, err := os.Stat(out)
+	switch {
+	case os.IsNotExist(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("--out: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("--out %s already exists", out)
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("--out directory %s is not empty", out)
+	}
+	return nil
+}
+
+func writeExport(zip []byte, out string) error {
+	if strings.HasSuffix(strings.ToLower(out), ".zip") {
+		tmp := out + ".tmp"
+		if err := os.WriteFile(tmp, zip, 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", out, err)
+		}
+		if err := os.Rename(tmp, out); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("writing %s: %w", out, err)
+		}
+		return nil
+	}
+	b, err := export.ReadZip(zip)
+	if err != nil {
+		return fmt.Errorf("unpacking the bundle: %w", err)
+	}
+	return b.WriteDir(out)
+}
+
+// readLogKey accepts a verifier key or the path of a file holding one.
+func readLogKey(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", nil
+	}
+	if _, err := note.NewVerifier(s); err == nil {
+		return s, nil
+	}
+	b, err := os.ReadFile(s)
+	if err != nil {
+		return "", fmt.Errorf("--log-key %q is neither a verifier key nor a readable file: %w", s, err)
+	}
+	k := strings.TrimSpace(string(b))
+	if _, err := note.NewVerifier(k); err != nil {
+		return "", fmt.Errorf("--log-key file %s: %w", s, err)
+	}
+	return k, nil
+}
+
+const tofuWarning = `
+  *****************************************************************
+  *  NO --log-key GIVEN: TRUSTING THE LOG KEY THE BUNDLE CARRIES.  *
+  *  Anyone can make a bundle that verifies against its own key.   *
+  *  Get the log's verifier key from the operator (out of band)    *
+  *  and pass it with --log-key to know this is THEIR ledger.      *
+  *****************************************************************
+`
+
+func runAuditVerify(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit verify", "report.zip|DIR [--log-key VKEY|FILE]")
+	logKey := fs.String("log-key", "", "the log's note verifier key, or a file holding it (default: trust the bundle's, on first use)")
+	maxShown := fs.Int("max-problems", 100, "list at most this many problems per check")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usagef("want one bundle: a .zip file or a directory")
+	}
+	key, err := readLogKey(*logKey)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	b, err := export.Read(rest[0])
+	if err != nil {
+		return err
+	}
+	rep, err := export.Verify(ctx, b, export.VerifyOptions{LogKey: key, MaxProblemsPerCheck: *maxShown})
+	if err != nil {
+		return err
+	}
+	if rep.TOFU {
+		fmt.Fprint(e.stderr, tofuWarning)
+		fmt.Fprintf(e.stderr, "  bundle's log key: %s\n\n", rep.LogKey)
+	}
+	w := e.stdout
+	if m := rep.Manifest; m != nil {
+		fmt.Fprintf(w, "bundle:      %s\n", rest[0])
+		fmt.Fprintf(w, "log:         %s, checkpoint size %d\n", m.Log.Origin, m.Log.CheckpointSize)
+		fmt.Fprintf(w, "entries:     %d to %d (%d)\n", m.Scope.FirstIndex, m.Scope.LastIndex, m.Scope.LastIndex-m.Scope.FirstIndex+1)
+		fmt.Fprintf(w, "generated:   %s for %s (%s) by %s\n\n", m.GeneratedAt, m.GeneratedBy.Name, m.GeneratedBy.ID, m.Generator)
+	}
+	for _, c := range rep.Checks {
+		status := "ok"
+		switch {
+		case c.Skipped != "":
+			status = "SKIPPED: " + c.Skipped
+		case c.Failures > 0:
+			status = fmt.Sprintf("FAILED (%d)", c.Failures)
+		}
+		fmt.Fprintf(w, "  %-22s %7d checked  %s\n", c.Name, c.Items, status)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	if rep.OK() {
+		fmt.Fprintln(w, "\nverified: every check passed")
+		return nil
+	}
+	fmt.Fprintf(w, "\n%d problems:\n", len(rep.Problems))
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+	return exitError{code: 1, err: fmt.Errorf("verification failed: %d problems", len(rep.Problems))}
+}
+
+// movedEntry is the part of a hallmark.alias.moved entry `audit at` checks.
+type movedEntry struct {
+	Type    string `json:"type"`
+	Time    string `json:"time"`
+	Model   string `json:"model"`
+	Alias   string `json:"alias"`
+	Version string `json:"version"`
+	Label   string `json:"label"`
+	Actor   struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"actor"`
+	Reason string `json:"reason"`
+}
+
+func runAuditAt(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit at", "--model M --alias A --time T [--log-key VKEY|FILE]")
+	cf := addClientFlags(fs, e, true)
+	model := fs.String("model", "", "model name")
+	alias := fs.String("alias", "", "alias name")
+	at := fs.String("time", "", "the instant, RFC 3339")
+	logKey := fs.String("log-key", "", "the log's note verifier key, or a file holding it (default: trust the server's, on first use)")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected arguments %q", rest)
+	}
+	if *model == "" || *alias == "" || *at == "" {
+		return usagef("--model, --alias and --time are required")
+	}
+	t, err := time.Parse(time.RFC3339Nano, *at)
+	if err != nil {
+		return usagef("--time %q: want an RFC 3339 time", *at)
+	}
+	key, err := readLogKey(*logKey)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if err := cf.check(); err != nil {
+		return err
+	}
+	res, err := cf.auditClient().At(ctx, connect.NewRequest(&auditv1.AtRequest{Model: *model, Alias: *alias, Time: timestamppb.New(t)}))
+	if err != nil {
+		return rpcError("asking", err)
+	}
+	x := res.Msg
+	if key == "" {
+		fmt.Fprint(e.stderr, strings.ReplaceAll(tofuWarning, "THE BUNDLE CARRIES", "THE SERVER SENT   "))
+		key = x.GetLogKey()
+	}
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		return fmt.Errorf("log key: %w", err)
+	}
+	p, err := tlogproof.Parse(x.GetProof())
+	if err != nil {
+		return fmt.Errorf("server sent a bad proof: %w", err)
+	}
+	cp, err := p.Verify(x.GetEntry(), "", v)
+	if err != nil {
+		return fmt.Errorf("the server's answer does not verify: %w", err)
+	}
+	if p.Index != x.GetIndex() {
+		return fmt.Errorf("the server's proof is for entry %d, not the entry %d it names", p.Index, x.GetIndex())
+	}
+	var mv movedEntry
+	if err := json.Unmarshal(x.GetEntry(), &mv); err != nil {
+		return fmt.Errorf("entry %d is not JSON: %w", x.GetIndex(), err)
+	}
+	mt, err := time.Parse(time.RFC3339Nano, mv.Time)
+	switch {
+	case mv.Type != "hallmark.alias.moved" || mv.Model != *model || mv.Alias != *alias || mv.Version != x.GetVersion():
+		return fmt.Errorf("entry %d is %s of %s/%s to %s, not the move of %s/%s to %s the server claims",
+			x.GetIndex(), mv.Type, mv.Model, mv.Alias, mv.Version, *model, *alias, x.GetVersion())
+	case err != nil || mt.After(t):
+		return fmt.Errorf("entry %d records the move at %q, which is not at or before %s", x.GetIndex(), mv.Time, t.Format(time.RFC3339Nano))
+	}
+	if cf.json() {
+		return printJSON(e.stdout, x)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "%s/%s at %s: %s (%s)\n", *model, *alias, t.UTC().Format(time.RFC3339), mv.Label, mv.Version)
+	fmt.Fprintf(w, "moved at %s by %s (%s): %s\n", mv.Time, mv.Actor.Name, mv.Actor.ID, mv.Reason)
+	fmt.Fprintf(w, "entry %d, proved in checkpoint %d of %s (inclusion proof verified)\n", x.GetIndex(), cp.Size, cp.Origin)
+	fmt.Fprintf(w, "entry: %s\n", x.GetEntry())
+	fmt.Fprintln(w, "note: the proof shows this move is in the log; that no later move before the time was left out is the server's word unless you check an export of the range")
+	return nil
+}
