@@ -24,6 +24,10 @@ build: ## build the static hallmark binary into bin/
 run: build ## start hallmark serve on ./hallmark-data (embedded storage)
 	$(BIN) serve --data-dir $(DATA_DIR) --listen $(LISTEN)
 
+.PHONY: demo
+demo: ## the whole story on real data, against a temporary server (prints where its files stay)
+	scripts/demo.sh
+
 .PHONY: test
 test: ## run every test (race detector on concurrent packages, fuzz seed corpora included)
 	scripts/test.sh

@@ -27,4 +27,10 @@ fi
 if [ ${#race_pkgs[@]} -gt 0 ]; then
   CGO_ENABLED=1 go test -race -count=1 -timeout 20m "${race_pkgs[@]}" || status=1
 fi
+
+# make demo end to end, every step against a temporary server: a failing
+# step prints its command and output and fails the run.
+scripts/demo.sh --quiet || status=1
+# The README's quick start, as written, so the README cannot drift.
+scripts/readme-test.sh || status=1
 exit $status

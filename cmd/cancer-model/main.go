@@ -81,7 +81,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 
 func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	fs := flags("train", stderr)
-	version := fs.String("version", "", "version to train: v1 (30 features) or v2 (10 mean features)")
+	version := fs.String("version", "", "version to train: v1 (30 features) or v2 (the 10 worst-value features)")
 	out := fs.String("out", "", "model directory to write")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -40,8 +40,11 @@ func TestVersionsDisagreeOnAFewRows(t *testing.T) {
 	frac := float64(disagree) / float64(len(d.X))
 	t.Logf("v1 accuracy %.3f, v2 accuracy %.3f, disagreement %d/%d (%.1f%%)",
 		evaluate(v1, d).Accuracy, evaluate(v2, d).Accuracy, disagree, len(d.X), 100*frac)
-	if disagree == 0 || frac > 0.1 {
-		t.Fatalf("disagreement: got %d rows (%.3f), want a non-zero fraction below 0.1", disagree, frac)
+	// make demo promotes v2 on shadow evidence: with more than 2% of rows
+	// in disagreement, the agreement's lower 95% bound could never reach the
+	// default pack's 0.95 in every segment.
+	if disagree == 0 || frac > 0.02 {
+		t.Fatalf("disagreement: got %d rows (%.3f), want a non-zero fraction of at most 0.02", disagree, frac)
 	}
 	// Deterministic: training again gives the same weights.
 	again, _ := train(d, "v1")

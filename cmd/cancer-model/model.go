@@ -87,8 +87,11 @@ type spec struct {
 var versions = map[string]spec{
 	// v1: all 30 features, light regularisation.
 	"v1": {Features: seq(0, 30), Lambda: 0.01, Epochs: 600, Rate: 0.5},
-	// v2: only the 10 "mean" features, stronger regularisation.
-	"v2": {Features: seq(0, 10), Lambda: 0.02, Epochs: 600, Rate: 0.5},
+	// v2: only the 10 "worst" features, stronger regularisation: a leaner
+	// model that agrees with v1 on all but about 1% of rows, so a shadow run
+	// can pass the default pack's agreement bound (lower 95% limit >= 0.95
+	// per segment), yet has a lower held-out recall than v1.
+	"v2": {Features: seq(20, 30), Lambda: 0.02, Epochs: 600, Rate: 0.5},
 }
 
 func seq(from, to int) []int {

@@ -77,6 +77,9 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if reporter != nil {
+		reporter = &loggingReporter{inner: reporter, w: e.stderr}
+	}
 	if *queue < 0 || *workers < 1 || *timeout <= 0 || *bodyLimit < 1 || *flush <= 0 || *drain <= 0 {
 		return usagef("--queue must be >= 0, --workers >= 1, --timeout, --body-limit, --flush-interval and --drain-timeout > 0")
 	}

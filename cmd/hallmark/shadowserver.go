@@ -191,9 +191,34 @@ func runShadowStart(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "agent       %s\n", d.GetAgentId())
 	fmt.Fprintf(e.stdout, "agent key   %s\n", keyPath)
 	fmt.Fprintf(e.stdout, "agent token %s\n", resp.Msg.GetAgentToken())
-	fmt.Fprintf(e.stderr, "the agent token is shown only once; the key file is the agent's signing key: keep both secret.\nrun the proxy with:\n  hallmark shadow proxy --deployment %s --agent-key %s --registry %s --registry-token TOKEN --primary URL --shadow URL --comparator %s --pointer '%s'%s\n",
-		d.GetId(), keyPath, *cf.server, d.GetComparator().GetKind(), d.GetComparator().GetPointer(), proxySegmentFlags(d))
+	fmt.Fprintf(e.stderr, "the agent token is shown only once; the key file is the agent's signing key: keep both secret.\nrun the proxy with:\n  hallmark shadow proxy --deployment %s --agent-key %s --registry %s --registry-token TOKEN --primary URL --shadow URL --comparator %s --pointer '%s'%s%s\n",
+		d.GetId(), keyPath, *cf.server, d.GetComparator().GetKind(), d.GetComparator().GetPointer(), proxyComparatorFlags(d), proxySegmentFlags(d))
 	return nil
+}
+
+// proxyComparatorFlags repeats the comparator settings that its digest
+// covers: a proxy run without them gathers evidence under another digest,
+// and the registry refuses every batch of it.
+func proxyComparatorFlags(d *shadowv1.Deployment) string {
+	c := d.GetComparator()
+	var b strings.Builder
+	if len(c.GetLabels()) > 0 {
+		fmt.Fprintf(&b, " --labels '%s'", strings.Join(c.GetLabels(), ","))
+	}
+	if c.GetAbsTol() != 0 {
+		b.WriteString(" --abs-tol " + strconv.FormatFloat(c.GetAbsTol(), 'g', -1, 64))
+	}
+	if c.GetRelTol() != 0 {
+		b.WriteString(" --rel-tol " + strconv.FormatFloat(c.GetRelTol(), 'g', -1, 64))
+	}
+	if len(c.GetEdges()) > 0 {
+		edges := make([]string, len(c.GetEdges()))
+		for i, e := range c.GetEdges() {
+			edges[i] = strconv.FormatFloat(e, 'g', -1, 64)
+		}
+		b.WriteString(" --edges " + strings.Join(edges, ","))
+	}
+	return b.String()
 }
 
 func proxySegmentFlags(d *shadowv1.Deployment) string {

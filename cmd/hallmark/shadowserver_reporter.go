@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -81,10 +83,42 @@ func shadowReporter(e *env, registryURL, token, evidenceDir, deployment string, 
 	if *agentID == "" {
 		*agentID = deployment
 	}
+	if *agentID != deployment {
+		// Caught here rather than as a refusal of every batch, which the
+		// agent would only keep retrying.
+		return nil, usagef("--agent-id %q: the registry takes evidence only from the deployment's own agent, whose id is the deployment id %q; leave --agent-id out", *agentID, deployment)
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	remote := newConnectReporter(&http.Client{Transport: tr}, registryURL, token, deployment)
 	if local != nil {
 		return teeReporter{local: local, remote: remote}, nil
 	}
 	return remote, nil
+}
+
+// loggingReporter tells the operator when delivery fails and when it works
+// again. shadow.Agent retries a failed batch on every flush and keeps the
+// error to itself until the proxy exits, so without this a proxy whose every
+// batch is refused (a revoked token, a stopped deployment) looks healthy.
+// It prints once per distinct error, not once per retry. Deliver is called
+// by one agent at a time, so it needs no lock.
+type loggingReporter struct {
+	inner  shadow.Reporter
+	w      io.Writer
+	failed string // the last error printed, "" while deliveries succeed
+}
+
+func (r *loggingReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error {
+	err := r.inner.Deliver(ctx, b)
+	switch {
+	case errors.Is(err, shadow.ErrReplay):
+		// The agent counts this as delivered.
+	case err != nil && err.Error() != r.failed:
+		r.failed = err.Error()
+		fmt.Fprintf(r.w, "evidence not delivered, retrying at every flush: %v\n", err)
+	case err == nil && r.failed != "":
+		r.failed = ""
+		fmt.Fprintln(r.w, "evidence delivered again")
+	}
+	return err
 }
