@@ -2,12 +2,22 @@
 # Aliases listed in settings.evidence_required need shadow evidence for the
 # candidate against the version the alias points at, meeting every threshold
 # in the overall summary and in every segment. Insufficient evidence is never
-# a pass. Rollbacks are exempt (see rollback.rego).
+# a pass. Rollbacks are exempt (see rollback.rego), and so is a first
+# release to an alias that points nowhere yet, unless
+# settings.evidence_first_release_exempt is false: there is no incumbent to
+# shadow, so no evidence could ever be gathered. Every other rule (signature,
+# staging first, approvals) still applies to a first release.
 package hallmark.promotion
 
 evidence_required if {
 	input.request.rollback == false
 	input.request.alias in data.hallmark.settings.evidence_required
+	not first_release_exempt
+}
+
+first_release_exempt if {
+	input.request.from_version == ""
+	data.hallmark.settings.evidence_first_release_exempt == true
 }
 
 deny contains {"rule": "evidence.missing", "message": msg} if {

@@ -168,6 +168,35 @@ test_production_requires_evidence if {
 	rules(d) == {"evidence.missing"}
 }
 
+test_first_release_needs_no_evidence if {
+	i := json.patch(production, [
+		{"op": "replace", "path": "/request/from_version", "value": ""},
+		{"op": "remove", "path": "/evidence"},
+	])
+	d := promotion.decision with input as i
+	d.allow
+}
+
+test_first_release_exemption_can_be_turned_off if {
+	i := json.patch(production, [
+		{"op": "replace", "path": "/request/from_version", "value": ""},
+		{"op": "remove", "path": "/evidence"},
+	])
+	d := promotion.decision with input as i with data.hallmark.settings.evidence_first_release_exempt as false
+	rules(d) == {"evidence.missing"}
+}
+
+test_first_release_still_needs_staging_and_approvals if {
+	i := json.patch(production, [
+		{"op": "replace", "path": "/request/from_version", "value": ""},
+		{"op": "remove", "path": "/evidence"},
+		{"op": "replace", "path": "/candidate/aliases", "value": []},
+		{"op": "replace", "path": "/approvals", "value": []},
+	])
+	d := promotion.decision with input as i
+	rules(d) == {"promotion.prerequisite_alias", "approvals.insufficient"}
+}
+
 test_evidence_must_match_request if {
 	i := json.patch(production, [
 		{"op": "replace", "path": "/evidence/candidate", "value": v1},
