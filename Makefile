@@ -16,9 +16,11 @@ BUF := bin/buf-$(BUF_VERSION)
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
+# -buildvcs=auto stamps the git revision into the binary (audit exports name the
+# hallmark version that made them) even where GOFLAGS sets -buildvcs=false.
 .PHONY: build
 build: ## build the static hallmark binary into bin/
-	$(GO) build -trimpath -o $(BIN) ./cmd/hallmark
+	$(GO) build -trimpath -buildvcs=auto -o $(BIN) ./cmd/hallmark
 
 .PHONY: run
 run: build ## start hallmark serve on ./hallmark-data (embedded storage)

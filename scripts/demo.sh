@@ -262,8 +262,8 @@ fi
 
 step "Build the binaries" \
   "hallmark is one static binary; cancer-model is the demo workload (trainer, model server, load generator)."
-run 'CGO_ENABLED=0 go build -trimpath -o bin/hallmark ./cmd/hallmark'
-run 'CGO_ENABLED=0 go build -trimpath -o bin/cancer-model ./cmd/cancer-model'
+run 'CGO_ENABLED=0 go build -trimpath -buildvcs=auto -o bin/hallmark ./cmd/hallmark'
+run 'CGO_ENABLED=0 go build -trimpath -buildvcs=auto -o bin/cancer-model ./cmd/cancer-model'
 
 step "Train two versions of the classifier" \
   "v1 uses all 30 features of the Breast Cancer Wisconsin data set (569 tumours); v2 is a leaner model on the 10 worst-value features. Both are measured on the same held-out quarter."
