@@ -3,13 +3,17 @@ package export
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/hallmark-dev/hallmark/ledger"
+	"github.com/hallmark-dev/hallmark/registry"
+	"github.com/hallmark-dev/hallmark/signing"
 )
 
 func TestExportVerifies(t *testing.T) {
@@ -345,4 +349,53 @@ func FuzzReadZip(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// The operator may change the trust store after a push: the export carries
+// today's trust material, so a signature recorded as valid whose key is no
+// longer trusted, or one recorded as not verified whose key is trusted now,
+// is a remark in the report, not a failure; the record stands as it was.
+func TestVerifyAfterTrustStoreChange(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		trustPush bool
+		want      string
+	}{
+		{"key removed since push", true, "no longer vouches for its signer"},
+		{"key added since push", false, "verifies with the trust material of the export"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := openFixture(t, tc.trustPush)
+			if _, _, err := f.reg.Bootstrap(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := f.reg.AddPrincipal(ctx, admin, ci.ID, ci.Name, ci.Roles); err != nil {
+				t.Fatal(err)
+			}
+			v := f.push(t, "credit-risk", "1.0.0", true)
+			if v.Signature.Valid != tc.trustPush {
+				t.Fatalf("pushed signature recorded valid=%v, want %v", v.Signature.Valid, tc.trustPush)
+			}
+			var ts signing.TrustStore
+			if !tc.trustPush {
+				ts.PublicKeys = []crypto.PublicKey{f.signer.PublicKey()}
+			}
+			reg2, err := registry.Open(f.log, f.blobs, registry.Options{Trust: ts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := Build(ctx, Source{Log: f.log, Registry: reg2}, Options{GeneratedAt: genAt, GeneratedBy: auditor, Generator: "hallmark test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep := verify(t, res.Bundle, f.log.VerifierKey())
+			if !rep.OK() {
+				t.Fatalf("verify failed after a trust store change:\n%s", problems(rep))
+			}
+			if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, tc.want) }) {
+				t.Errorf("no note says %q; notes: %q", tc.want, rep.Notes)
+			}
+		})
+	}
 }

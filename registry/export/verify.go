@@ -692,6 +692,7 @@ func (v *verifier) checkVersionSignatures(recs *registry.AuditRecords) {
 	v.begin(CheckVersions)
 	ts := v.trustStore()
 	var unchecked int
+	var trustChanged []string
 	for _, s := range recs.Signatures {
 		if v.ctx.Err() != nil {
 			return
@@ -709,14 +710,25 @@ func (v *verifier) checkVersionSignatures(recs *registry.AuditRecords) {
 		t.Time = s.Time
 		t.PublicKeys, t.Roots = slices.Clone(ts.PublicKeys), slices.Clone(ts.Roots)
 		res, err := signing.VerifyManifest(v.ctx, s.Bundle, *s.Manifest, t)
+		// The bundled trust material is the server's at export time, and the
+		// operator may have added or removed keys and roots since a push. A
+		// changed trust decision is therefore a remark, not a failure; a
+		// signature that does not verify cryptographically, or that names
+		// another key, is a failure whatever the trust store says.
+		trustOnly := errors.Is(err, signing.ErrNoTrust) || errors.Is(err, signing.ErrCertificate)
 		switch {
 		case err == nil && !s.Valid:
-			v.fail(EntriesName, line, ptr(s.Index), "signature of %s version %s verifies now, but was recorded as invalid (%s)", s.Model, s.Version, s.Error)
+			trustChanged = append(trustChanged, fmt.Sprintf("%s version %s (entry %d) was recorded as not verified (%s) but verifies with the trust material of the export", s.Model, s.Version, s.Index, s.Error))
+		case err != nil && s.Valid && trustOnly:
+			trustChanged = append(trustChanged, fmt.Sprintf("%s version %s (entry %d) was recorded as valid, but the trust material of the export no longer vouches for its signer: %v", s.Model, s.Version, s.Index, err))
 		case err != nil && s.Valid:
 			v.fail(EntriesName, line, ptr(s.Index), "signature of %s version %s was recorded as valid but does not verify with the bundled trust material: %v", s.Model, s.Version, err)
 		case err == nil && res.KeyFingerprint != s.KeyFingerprint:
 			v.fail(EntriesName, line, ptr(s.Index), "signature of %s version %s verifies with key %s, the entry records key %s", s.Model, s.Version, res.KeyFingerprint, s.KeyFingerprint)
 		}
+	}
+	for _, n := range trustChanged {
+		v.rep.Notes = append(v.rep.Notes, "trust store changed since the push: "+n)
 	}
 	if unchecked > 0 {
 		v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%d signature results are for versions created before the range; their manifests are not in it, so they were not verified again", unchecked))
