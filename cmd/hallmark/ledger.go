@@ -220,51 +220,117 @@ func (r remoteFlags) check(fs *flag.FlagSet) error {
 	return nil
 }
 
+// logKeyHint says where an operator finds a server's log key; `ledger key`
+// cannot open a data directory that a running server holds.
+const logKeyHint = "the 'log key' line 'hallmark serve' prints at start, or 'hallmark ledger key --data-dir DIR' on the server's host while it is stopped"
+
 // dial returns a client of --server whose trust comes from --log-key or the
 // key stored for the origin, and which checks consistency against the
-// checkpoint store. A --log-key is remembered for the origin.
-func (r remoteFlags) dial(e *env) (*client.Client, error) {
+// checkpoint store, together with the server's latest checkpoint, verified.
+// A --log-key is remembered for the origin only once a checkpoint signed by
+// it has been verified, so a mistyped key does not replace a good one.
+func (r remoteFlags) dial(ctx context.Context, e *env) (*client.Client, client.Checkpoint, error) {
+	var none client.Checkpoint
 	dir := *r.store
 	if dir == "" {
 		var err error
 		if dir, err = client.DefaultCheckpointDir(e.getenv); err != nil {
-			return nil, fmt.Errorf("%w; pass --checkpoint-store DIR", err)
+			return nil, none, fmt.Errorf("%w; pass --checkpoint-store DIR", err)
 		}
 	}
 	store, err := client.OpenCheckpointStore(dir)
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	vkey := strings.TrimSpace(*r.logKey)
 	origin := *r.origin
-	if vkey == "" {
+	fromStore := vkey == ""
+	if fromStore {
 		if origin == "" {
 			origin = ledger.DefaultOrigin
 		}
 		if vkey, err = store.LoadKey(origin); err != nil {
-			return nil, err
+			return nil, none, err
 		}
 		if vkey == "" {
-			return nil, fmt.Errorf("no trusted key for log %q in %s: pass --log-key VKEY (from 'hallmark ledger key' on the server's host)", origin, store.Dir())
+			return nil, none, fmt.Errorf("no trusted key for log %q in %s: pass --log-key VKEY (%s)", origin, store.Dir(), logKeyHint)
 		}
 	}
 	v, err := note.NewVerifier(vkey)
 	if err != nil {
-		return nil, fmt.Errorf("--log-key: %w", err)
+		if fromStore {
+			return nil, none, fmt.Errorf("key trusted for log %q in %s: %w", origin, store.KeyFile(origin), err)
+		}
+		return nil, none, fmt.Errorf("--log-key: %w", err)
 	}
 	if origin == "" {
 		origin = v.Name()
 	}
 	c, err := client.New(*r.server, client.Options{Verifier: v, Origin: origin, Store: store})
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
-	if *r.logKey != "" {
-		if err := store.SaveKey(origin, vkey); err != nil {
-			return nil, err
+	cp, err := c.Checkpoint(ctx)
+	var km *client.KeyMismatchError
+	if fromStore && errors.As(err, &km) {
+		return nil, none, keyMismatchError(km, store.KeyFile(origin))
+	}
+	if err != nil {
+		return nil, none, err
+	}
+	if !fromStore {
+		if err := trustKey(e, store, origin, vkey, v); err != nil {
+			return nil, none, err
 		}
 	}
-	return c, nil
+	return c, cp, nil
+}
+
+// keyMismatchError explains a server whose checkpoints are signed by another
+// key than the one remembered for its origin. Every new data directory gets
+// a new key under the same default origin, so the usual cause is a server
+// that was reset; but an impostor looks exactly the same, and only the user
+// can tell them apart.
+func keyMismatchError(km *client.KeyMismatchError, keyFile string) error {
+	got := make([]string, len(km.Got))
+	for i, k := range km.Got {
+		got[i] = k.String()
+	}
+	msg := fmt.Sprintf("the server's checkpoint of log %q is signed by key %s, not by the key remembered for that log, %s (in %s)\n"+
+		"  if you reset or re-created that server on purpose: pass --log-key VKEY with its new key (%s); this replaces the remembered key, and deleting %s forgets it\n"+
+		"  otherwise treat this as an attack: another log is being served under that name; trust nothing it serves",
+		km.Origin, strings.Join(got, ", "), km.Want, keyFile, logKeyHint, keyFile)
+	return &wrappedError{msg, km}
+}
+
+// wrappedError restates err for the user and still matches it.
+type wrappedError struct {
+	msg string
+	err error
+}
+
+func (e *wrappedError) Error() string { return e.msg }
+func (e *wrappedError) Unwrap() error { return e.err }
+
+// trustKey remembers vkey as the key of origin, saying so when it replaces
+// another key: checkpoints seen under the old key stay in the store, so
+// going back to the old server keeps its rollback and fork detection.
+func trustKey(e *env, store *client.CheckpointStore, origin, vkey string, v note.Verifier) error {
+	old, err := store.LoadKey(origin)
+	if err != nil {
+		return err
+	}
+	if old == vkey {
+		return nil
+	}
+	if err := store.SaveKey(origin, vkey); err != nil {
+		return err
+	}
+	if ov, err := note.NewVerifier(old); err == nil {
+		fmt.Fprintf(e.stderr, "note: log %q is now trusted with key %s instead of %s (remembered in %s)\n",
+			origin, client.KeyIDOf(v), client.KeyIDOf(ov), store.KeyFile(origin))
+	}
+	return nil
 }
 
 func runLedgerCheckpoint(ctx context.Context, e *env, args []string) error {
@@ -279,11 +345,7 @@ func runLedgerCheckpoint(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *rf.server != "" {
-		c, err := rf.dial(e)
-		if err != nil {
-			return err
-		}
-		cp, err := c.Checkpoint(ctx)
+		_, cp, err := rf.dial(ctx, e)
 		if err != nil {
 			return err
 		}
@@ -323,11 +385,11 @@ func runLedgerProof(ctx context.Context, e *env, args []string) error {
 	}
 	var src proofSource
 	if *rf.server != "" {
-		c, err := rf.dial(e)
+		c, latest, err := rf.dial(ctx, e)
 		if err != nil {
 			return err
 		}
-		src = remoteSource{c}
+		src = remoteSource{c, latest}
 	} else {
 		l, err := openExistingLedger(*rf.dataDir)
 		if err != nil {
@@ -434,14 +496,16 @@ func (s localSource) consistency(ctx context.Context, from uint64, to optUint) (
 	return p, nil
 }
 
-type remoteSource struct{ c *client.Client }
+type remoteSource struct {
+	c      *client.Client
+	latest client.Checkpoint // verified when dialling
+}
 
 // checkpoint returns the verified checkpoint at size (latest if unset); the
 // client checks either against the newest one seen before.
 func (s remoteSource) checkpoint(ctx context.Context, size optUint) (client.Checkpoint, error) {
-	latest, err := s.c.Checkpoint(ctx)
-	if err != nil || !size.set || size.v == latest.Size {
-		return latest, err
+	if !size.set || size.v == s.latest.Size {
+		return s.latest, nil
 	}
 	return s.c.CheckpointAt(ctx, size.v)
 }

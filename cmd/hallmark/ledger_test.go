@@ -482,3 +482,85 @@ func TestLedgerVerify(t *testing.T) {
 		t.Fatalf("verify with a missing checkpoint file: exit %d %q", code, stderr)
 	}
 }
+
+// runCmdEnv is runCmd with environment variables.
+func runCmdEnv(t testing.TB, vars map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return vars[k] }}
+	code = run(context.Background(), e, args)
+	return code, out.String(), errb.String()
+}
+
+// TestServerResetNewKey is the new user's path: a data directory is deleted
+// and a fresh one served, under the same default origin with a new key. The
+// client, sharing its checkpoint memory (XDG_CONFIG_HOME) across both, must
+// explain the key change when it relies on the remembered key, and accept
+// the new log when given its key.
+func TestServerResetNewKey(t *testing.T) {
+	vars := map[string]string{"XDG_CONFIG_HOME": t.TempDir()}
+	keyFile := filepath.Join(vars["XDG_CONFIG_HOME"], "hallmark", "checkpoints", "hallmark.local%2Fledger.vkey")
+	checkpoint := func(url string, extra ...string) (int, string, string) {
+		t.Helper()
+		return runCmdEnv(t, vars, append([]string{"ledger", "checkpoint", "--server", url}, extra...)...)
+	}
+
+	dir1 := filepath.Join(t.TempDir(), "data")
+	appendLines(t, dir1, "a", "b", "c")
+	vkey1, v1 := ledgerKey(t, dir1)
+	url1, stop1 := startServe(t, dir1)
+	if code, _, stderr := checkpoint(url1, "--log-key", vkey1); code != 0 {
+		t.Fatalf("first server with its key: exit %d %s", code, stderr)
+	}
+	if err := stop1(); err != nil {
+		t.Fatal(err)
+	}
+
+	dir2 := filepath.Join(t.TempDir(), "data")
+	appendLines(t, dir2, "x")
+	vkey2, v2 := ledgerKey(t, dir2)
+	url2, _ := startServe(t, dir2)
+	if v1.Name() != v2.Name() || v1.KeyHash() == v2.KeyHash() {
+		t.Fatalf("want the same origin with two keys, got %s and %s", vkey1, vkey2)
+	}
+	id := func(v note.Verifier) string { return fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash()) }
+
+	// Relying on the remembered key: a precise explanation, exit 1.
+	code, _, stderr := checkpoint(url2)
+	if code != 1 {
+		t.Fatalf("new server, remembered key: exit %d, want 1; %s", code, stderr)
+	}
+	for _, want := range []string{`log "` + ledger.DefaultOrigin + `"`, "signed by key " + id(v2), "remembered for that log, " + id(v1), keyFile, "--log-key", "attack"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("new server, remembered key: stderr does not contain %q:\n%s", want, stderr)
+		}
+	}
+	// A wrong --log-key is refused and does not replace the remembered key.
+	_, otherV, _ := ledger.GenerateKey(ledger.DefaultOrigin)
+	if code, _, stderr := checkpoint(url2, "--log-key", otherV); code != 1 || !strings.Contains(stderr, "signature not verified") {
+		t.Fatalf("wrong --log-key: exit %d %q", code, stderr)
+	}
+	if b, _ := os.ReadFile(keyFile); strings.TrimSpace(string(b)) != vkey1 {
+		t.Fatalf("after a refused --log-key, %s holds %q, want the first key", keyFile, b)
+	}
+
+	// The user passes the new key: accepted (this failed before checkpoints
+	// were remembered per key), with a note that the trusted key changed.
+	code, out, stderr := checkpoint(url2, "--log-key", vkey2)
+	if code != 0 {
+		t.Fatalf("new server with its key: exit %d %s", code, stderr)
+	}
+	if _, err := tlogproof.OpenCheckpoint([]byte(out), "", v2); err != nil {
+		t.Fatalf("new server's checkpoint: %v", err)
+	}
+	if want := "now trusted with key " + id(v2) + " instead of " + id(v1); !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not contain %q", stderr, want)
+	}
+	// From now on the new key is the remembered one.
+	if code, _, stderr := checkpoint(url2); code != 0 || stderr != "" {
+		t.Fatalf("new server, remembered new key: exit %d %q", code, stderr)
+	}
+	if code, _, stderr := runCmdEnv(t, vars, "ledger", "proof", "--server", url2, "--index", "0"); code != 0 {
+		t.Fatalf("proof from the new server: exit %d %s", code, stderr)
+	}
+}

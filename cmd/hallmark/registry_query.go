@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 
@@ -117,7 +121,8 @@ func signedText(s *registryv1.SignatureCheck) string {
 	case s.GetValid():
 		return "yes"
 	default:
-		return "invalid"
+		// Same words as show, whose line gives the reason.
+		return "not verified"
 	}
 }
 
@@ -173,16 +178,66 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	if cf.json() {
 		return printJSON(e.stdout, resp.Msg)
 	}
-	v := resp.Msg.GetVersion()
-	w := e.stdout
-	fmt.Fprintf(w, "model:    %s\nlabel:    %s\ndigest:   %s\ncreated:  %s by %s\nledger:   entry %d\n",
-		v.GetModel(), v.GetLabel(), v.GetDigest(), timeText(v.GetCreateTime()), v.GetCreator(), v.GetLedgerIndex())
+	return writeVersionText(e.stdout, resp.Msg.GetVersion())
+}
+
+// writeVersionText prints a version for people: one "key: value" line per
+// fact that is present, then the files. Metadata comes from whoever pushed
+// the version, so text that could move the cursor or hide in a list is
+// quoted.
+func writeVersionText(w io.Writer, v *registryv1.Version) error {
+	field := func(key, value string) { fmt.Fprintf(w, "%-9s %s\n", key+":", value) }
+	field("model", v.GetModel())
+	field("label", v.GetLabel())
+	field("digest", v.GetDigest())
+	field("created", timeText(v.GetCreateTime())+" by "+v.GetCreator())
+	field("ledger", fmt.Sprintf("entry %d", v.GetLedgerIndex()))
 	if v.GetRevoked() {
-		fmt.Fprintf(w, "revoked:  %s\n", v.GetRevokeReason())
+		field("revoked", v.GetRevokeReason())
 	}
-	fmt.Fprintf(w, "signed:   %s\n", signatureText(v.GetSignature()))
-	if md := v.GetMetadata(); md.GetFramework() != "" {
-		fmt.Fprintf(w, "framework: %s\n", md.GetFramework())
+	field("signed", signatureText(v.GetSignature()))
+	md := v.GetMetadata()
+	if f := md.GetFramework(); f != "" {
+		field("framework", printable(f))
+	}
+	if len(md.GetMetrics()) > 0 {
+		metrics := make(map[string]string, len(md.GetMetrics()))
+		for k, x := range md.GetMetrics() {
+			metrics[k] = strconv.FormatFloat(x, 'g', -1, 64)
+		}
+		field("metrics", pairsText(metrics))
+	}
+	lin := md.GetLineage()
+	for _, d := range lin.GetDatasets() {
+		var parts []string
+		for _, p := range []string{d.GetName(), d.GetDigest(), d.GetUri()} {
+			if p != "" {
+				parts = append(parts, listItem(p))
+			}
+		}
+		field("dataset", strings.Join(parts, " "))
+	}
+	switch repo, commit := lin.GetCodeRepository(), lin.GetCodeCommit(); {
+	case repo != "" && commit != "":
+		field("code", printable(repo)+" @ "+printable(commit))
+	case repo != "" || commit != "":
+		field("code", printable(repo+commit))
+	}
+	if u := lin.GetCiRunUrl(); u != "" {
+		field("ci run", printable(u))
+	}
+	if b := lin.GetBaseModel(); b != "" {
+		field("base model", printable(b))
+	}
+	if len(md.GetLabels()) > 0 {
+		field("labels", pairsText(md.GetLabels()))
+	}
+	if d := md.GetDescription(); d != "" {
+		lines := strings.Split(strings.TrimRight(d, "\n"), "\n")
+		for i := range lines {
+			lines[i] = printable(lines[i])
+		}
+		field("description", strings.Join(lines, "\n"+strings.Repeat(" ", 10)))
 	}
 	fmt.Fprintln(w, "files:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -190,6 +245,43 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "  %s\t%d\t%s\n", f.GetPath(), f.GetSize(), f.GetSha256())
 	}
 	return tw.Flush()
+}
+
+// pairsText prints a map as "k=v, k=v" in key order.
+func pairsText(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = listItem(k) + "=" + listItem(m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// listItem quotes s when it would be ambiguous in a space- or
+// comma-separated list of k=v pairs, or is not printable.
+func listItem(s string) string {
+	if s == "" || strings.ContainsAny(s, " ,=\"") {
+		return strconv.Quote(s)
+	}
+	return printable(s)
+}
+
+// printable returns s, or s quoted when it holds characters that are not
+// printable (control characters, invalid UTF-8).
+func printable(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func runAliasSet(ctx context.Context, e *env, args []string) error {

@@ -86,6 +86,27 @@ func (e *ForkError) Is(target error) bool { return target == ErrFork }
 // Unwrap returns the proof failure.
 func (e *ForkError) Unwrap() error { return e.Err }
 
+// KeyMismatchError reports a checkpoint that carries no signature by the
+// client's log key, only signatures by other keys: the server presents
+// another log under the expected origin (a re-created server, or an
+// impostor). It matches ErrSignature.
+type KeyMismatchError struct {
+	Origin string
+	Want   KeyID   // the client's log key
+	Got    []KeyID // the keys the checkpoint names, none of them verified
+}
+
+func (e *KeyMismatchError) Error() string {
+	got := make([]string, len(e.Got))
+	for i, k := range e.Got {
+		got[i] = k.String()
+	}
+	return fmt.Sprintf("%s: the checkpoint of log %q is signed by %s (not verified), not by the log key %s", ErrSignature, e.Origin, strings.Join(got, ", "), e.Want)
+}
+
+// Is reports whether target is ErrSignature.
+func (e *KeyMismatchError) Is(target error) bool { return target == ErrSignature }
+
 // StatusError is a non-200 answer from the server.
 type StatusError struct {
 	URL     string
@@ -119,8 +140,8 @@ type Options struct {
 	Origin string
 	// HTTPClient makes the requests. The default has a 60-second timeout.
 	HTTPClient *http.Client
-	// Store persists the newest verified checkpoint per origin across
-	// processes. Nil means the client remembers only in memory.
+	// Store persists the newest verified checkpoint per (origin, verifier
+	// key) across processes. Nil means the client remembers only in memory.
 	Store *CheckpointStore
 }
 
@@ -137,9 +158,10 @@ type Client struct {
 }
 
 // New returns a client of the ledger served at serverURL. When opts.Store
-// holds a checkpoint for the origin, New verifies it and remembers it as
-// seen; a stored checkpoint that no longer verifies is an error, since
-// silently dropping it would disable rollback and fork detection.
+// holds a checkpoint for the origin and verifier key, New verifies it and
+// remembers it as seen; a stored checkpoint that no longer verifies is an
+// error, since silently dropping it would disable rollback and fork
+// detection.
 func New(serverURL string, opts Options) (*Client, error) {
 	if opts.Verifier == nil {
 		return nil, errors.New("creating ledger client: no log verifier key given")
@@ -162,19 +184,76 @@ func New(serverURL string, opts Options) (*Client, error) {
 		c.origin = opts.Verifier.Name()
 	}
 	if c.store != nil {
-		msg, err := c.store.Load(c.origin)
-		if err != nil {
+		if err := c.loadSeen(); err != nil {
 			return nil, fmt.Errorf("creating ledger client: %w", err)
-		}
-		if msg != nil {
-			cp, err := tlogproof.OpenCheckpoint(msg, c.origin, c.v)
-			if err != nil {
-				return nil, fmt.Errorf("creating ledger client: checkpoint stored in %s: %w", c.store.path(c.origin, checkpointExt), err)
-			}
-			c.seen = &cp
 		}
 	}
 	return c, nil
+}
+
+// loadSeen reads the stored checkpoint of the client's log. A store written
+// before checkpoints were kept per key has one file per origin; its
+// checkpoint is adopted when it verifies under the client's key, and
+// ignored when it names only other keys, since it then belongs to another
+// log.
+func (c *Client) loadSeen() error {
+	key := KeyIDOf(c.v)
+	file := c.store.CheckpointFile(c.origin, key)
+	msg, err := c.store.read(file)
+	if err != nil {
+		return err
+	}
+	legacy := msg == nil
+	if legacy {
+		file = c.store.legacyCheckpointFile(c.origin)
+		if msg, err = c.store.read(file); err != nil || msg == nil {
+			return err
+		}
+	}
+	cp, err := tlogproof.OpenCheckpoint(msg, c.origin, c.v)
+	if err != nil {
+		if legacy {
+			if _, other := otherSigners(msg, key); other {
+				return nil
+			}
+		}
+		return fmt.Errorf("checkpoint stored in %s: %w", file, err)
+	}
+	c.seen = &cp
+	return nil
+}
+
+// openCheckpoint verifies a checkpoint note from the server; one signed only
+// by other keys is reported as a *KeyMismatchError, so that the caller can
+// tell a replaced log from a damaged signature.
+func (c *Client) openCheckpoint(msg []byte) (Checkpoint, error) {
+	cp, err := tlogproof.OpenCheckpoint(msg, c.origin, c.v)
+	if err != nil && errors.Is(err, ErrSignature) {
+		key := KeyIDOf(c.v)
+		if got, other := otherSigners(msg, key); other {
+			return Checkpoint{}, &KeyMismatchError{Origin: c.origin, Want: key, Got: got}
+		}
+	}
+	return cp, err
+}
+
+// otherSigners returns the keys that signatures on the note msg name,
+// unverified, and whether there is at least one and none of them is key.
+func otherSigners(msg []byte, key KeyID) ([]KeyID, bool) {
+	_, err := note.Open(msg, note.VerifierList())
+	var unverified *note.UnverifiedNoteError
+	if !errors.As(err, &unverified) {
+		return nil, false
+	}
+	var got []KeyID
+	for _, s := range unverified.Note.UnverifiedSigs {
+		k := KeyID{Name: s.Name, Hash: s.Hash}
+		if k == key {
+			return nil, false
+		}
+		got = append(got, k)
+	}
+	return got, len(got) > 0
 }
 
 // Origin returns the origin the client expects.
@@ -198,7 +277,7 @@ func (c *Client) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("fetching checkpoint: %w", err)
 	}
-	cp, err := tlogproof.OpenCheckpoint(msg, c.origin, c.v)
+	cp, err := c.openCheckpoint(msg)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("fetching checkpoint: %w", err)
 	}
@@ -218,7 +297,7 @@ func (c *Client) CheckpointAt(ctx context.Context, size uint64) (Checkpoint, err
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("fetching checkpoint at size %d: %w", size, err)
 	}
-	cp, err := tlogproof.OpenCheckpoint(msg, c.origin, c.v)
+	cp, err := c.openCheckpoint(msg)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("fetching checkpoint at size %d: %w", size, err)
 	}
@@ -263,7 +342,7 @@ func (c *Client) observe(ctx context.Context, cp Checkpoint, latest bool) error 
 		return nil
 	}
 	if c.store != nil {
-		if err := c.store.Save(c.origin, cp.Note); err != nil {
+		if err := c.store.Save(c.origin, KeyIDOf(c.v), cp.Note); err != nil {
 			return fmt.Errorf("remembering checkpoint of size %d: %w", cp.Size, err)
 		}
 	}

@@ -216,7 +216,7 @@ func TestStorePersistsAcrossClients(t *testing.T) {
 	if _, err := newClient(t, srv.URL, v, store).Checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
-	p := store.path(testOrigin, checkpointExt)
+	p := store.CheckpointFile(testOrigin, KeyIDOf(v))
 	fi, err := os.Stat(p)
 	if err != nil {
 		t.Fatal(err)
@@ -258,21 +258,126 @@ func TestStoreKeysAndPaths(t *testing.T) {
 	if k, _ := s.LoadKey("a/b"); k != "a/b+01234567+AAAA" {
 		t.Fatalf("LoadKey: got %q", k)
 	}
-	for _, tc := range []struct{ origin, want string }{
-		{"hallmark.local/ledger", "hallmark.local%2Fledger.checkpoint"},
-		{"..", "%2E..checkpoint"},
-		{"../../etc/passwd", "%2E.%2F..%2Fetc%2Fpasswd.checkpoint"},
-		{"", "%.checkpoint"},
+	for _, tc := range []struct {
+		origin           string
+		key              KeyID
+		wantKey, wantCkp string
+	}{
+		{"hallmark.local/ledger", KeyID{"hallmark.local/ledger", 0xab}, "hallmark.local%2Fledger.vkey", "hallmark.local%2Fledger+000000ab.checkpoint"},
+		{"a+b", KeyID{"a", 1}, "a%2Bb.vkey", "a%2Bb+a+00000001.checkpoint"},
+		{"..", KeyID{"..", 2}, "%2E..vkey", "%2E.+00000002.checkpoint"},
+		{"../../etc/passwd", KeyID{"../x", 3}, "%2E.%2F..%2Fetc%2Fpasswd.vkey", "%2E.%2F..%2Fetc%2Fpasswd+%2E.%2Fx+00000003.checkpoint"},
+		{"", KeyID{"k", 4}, "%.vkey", "%+k+00000004.checkpoint"},
 	} {
-		if got := filepath.Base(s.path(tc.origin, checkpointExt)); got != tc.want {
-			t.Errorf("path(%q): got %q, want %q", tc.origin, got, tc.want)
-		}
-		if filepath.Dir(s.path(tc.origin, checkpointExt)) != s.Dir() {
-			t.Errorf("path(%q) escapes the store", tc.origin)
+		for _, p := range []struct{ got, want string }{{s.KeyFile(tc.origin), tc.wantKey}, {s.CheckpointFile(tc.origin, tc.key), tc.wantCkp}} {
+			if got := filepath.Base(p.got); got != p.want {
+				t.Errorf("origin %q key %v: got file %q, want %q", tc.origin, tc.key, got, p.want)
+			}
+			if filepath.Dir(p.got) != s.Dir() {
+				t.Errorf("origin %q key %v: %s escapes the store", tc.origin, tc.key, p.got)
+			}
 		}
 	}
-	if got := filepath.Base(s.path(strings.Repeat("x", 400), checkpointExt)); len(got) > 160 {
-		t.Errorf("long origin: file name of %d bytes", len(got))
+	long := strings.Repeat("x", 400)
+	a, b := s.CheckpointFile(long, KeyID{long, 1}), s.CheckpointFile(long, KeyID{long, 2})
+	if len(filepath.Base(a)) > 160 || a == b {
+		t.Errorf("long origin: got %q and %q, want short, distinct names", filepath.Base(a), filepath.Base(b))
+	}
+}
+
+// TestStoreKeepsLogsApartByKey is the reset-server case: a log re-created
+// under the same origin with a new key is another log, and the old log's
+// memory still catches its rollback.
+func TestStoreKeepsLogsApartByKey(t *testing.T) {
+	ctx := context.Background()
+	key1, v1 := testKeyFile(t, testOrigin)
+	key2, v2 := testKeyFile(t, testOrigin)
+	log1 := openLog(t, testOrigin, key1, entries("e", 0, 10))
+	log2 := openLog(t, testOrigin, key2, entries("f", 0, 4))
+	rolled1 := openLog(t, testOrigin, key1, entries("e", 0, 4))
+	store, err := OpenCheckpointStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newSwitchServer(t, log1.Handler())
+	if _, err := newClient(t, srv.URL, v1, store).Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The server is re-created: a client of the new key starts afresh and
+	// remembers the new log beside the old one.
+	srv.set(log2.Handler())
+	c2 := newClient(t, srv.URL, v2, store)
+	if _, ok := c2.Seen(); ok {
+		t.Fatalf("client of a new key starts with a checkpoint of another log")
+	}
+	if cp, err := c2.Checkpoint(ctx); err != nil || cp.Size != 4 {
+		t.Fatalf("new log: got size %d, %v; want 4, nil", cp.Size, err)
+	}
+
+	// A client that still trusts the old key is told precisely that the
+	// server shows another key.
+	_, err = newClient(t, srv.URL, v1, store).Checkpoint(ctx)
+	var km *KeyMismatchError
+	if !errors.As(err, &km) || !errors.Is(err, ErrSignature) {
+		t.Fatalf("old key against the new log: got %v, want a KeyMismatchError", err)
+	}
+	if km.Origin != testOrigin || km.Want != KeyIDOf(v1) || len(km.Got) != 1 || km.Got[0] != KeyIDOf(v2) {
+		t.Fatalf("KeyMismatchError: got %+v, want origin %q, want %v, got [%v]", km, testOrigin, KeyIDOf(v1), KeyIDOf(v2))
+	}
+	for _, s := range []string{KeyIDOf(v1).String(), KeyIDOf(v2).String(), testOrigin} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not name %s", err, s)
+		}
+	}
+
+	// The old log, rolled back under its own key, is still caught, and
+	// so is a fork of the new one.
+	srv.set(rolled1.Handler())
+	if _, err := newClient(t, srv.URL, v1, store).Checkpoint(ctx); !errors.Is(err, ErrRollback) {
+		t.Fatalf("rolled-back old log: got %v, want ErrRollback", err)
+	}
+	forked2 := openLog(t, testOrigin, key2, entries("g", 0, 4))
+	srv.set(forked2.Handler())
+	if _, err := newClient(t, srv.URL, v2, store).Checkpoint(ctx); !errors.Is(err, ErrFork) {
+		t.Fatalf("forked new log: got %v, want ErrFork", err)
+	}
+}
+
+// TestStoreLegacyCheckpoint checks that a checkpoint stored per origin only
+// (before keys were part of the name) keeps protecting its own log and does
+// not stand in the way of another key's log.
+func TestStoreLegacyCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	key1, v1 := testKeyFile(t, testOrigin)
+	_, v2 := testKeyFile(t, testOrigin)
+	log1 := openLog(t, testOrigin, key1, entries("e", 0, 10))
+	rolled1 := openLog(t, testOrigin, key1, entries("e", 0, 4))
+	store, err := OpenCheckpointStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := store.legacyCheckpointFile(testOrigin)
+	if err := os.WriteFile(legacy, log1.Checkpoint(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := newSwitchServer(t, rolled1.Handler())
+	c1 := newClient(t, srv.URL, v1, store)
+	if seen, ok := c1.Seen(); !ok || seen.Size != 10 {
+		t.Fatalf("legacy checkpoint: got size %d, %v; want 10 adopted", seen.Size, ok)
+	}
+	if _, err := c1.Checkpoint(ctx); !errors.Is(err, ErrRollback) {
+		t.Fatalf("rolled back after a legacy checkpoint: got %v, want ErrRollback", err)
+	}
+	if _, ok := newClient(t, srv.URL, v2, store).Seen(); ok {
+		t.Fatalf("another key's client adopted the legacy checkpoint")
+	}
+	// A damaged legacy file is an error, not silently ignored.
+	if err := os.WriteFile(legacy, []byte("tampered\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(srv.URL, Options{Verifier: v1, Store: store}); err == nil || !strings.Contains(err.Error(), legacy) {
+		t.Fatalf("damaged legacy file: got %v, want an error naming %s", err, legacy)
 	}
 }
 
