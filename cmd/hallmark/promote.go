@@ -110,7 +110,7 @@ func runPromote(ctx context.Context, e *env, args []string) error {
 // decision are recorded all the same).
 func deniedExit(d *registryv1.Decision) error {
 	if d.GetStatus() == registry.StatusDenied {
-		return exitError{code: 1, err: fmt.Errorf("promotion %s denied", d.GetRequestId())}
+		return exitError{code: 1, err: fmt.Errorf("promotion %s denied, which is final: fix what the deny rules say (hallmark decision %s), then file a new request", d.GetRequestId(), d.GetRequestId())}
 	}
 	return nil
 }
