@@ -152,7 +152,7 @@ start() {
   names+=("$name")
   url=""
   for ((i = 0; i < 300; i++)); do
-    url=$(grep -m1 -oE 'http://127\.0\.0\.1:[0-9]+' "$log" | head -n 1 || true)
+    url=$(grep -m1 -oE 'http://127\.0\.0\.1:[0-9]+' "$log" 2>/dev/null | head -n 1 || true)
     if [ -n "$url" ]; then break; fi
     kill -0 "${pids[-1]}" 2>/dev/null || fail "$name exited before it was ready" "$log"
     sleep 0.1
