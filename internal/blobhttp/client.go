@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +22,10 @@ type Error struct {
 	StatusCode int
 	Code       string // Connect code name, e.g. "invalid_argument"
 	Message    string
+	// Mismatch is set when the server refused an upload because the bytes
+	// it received differ from the declared digest or size; errors.Is(err,
+	// blob.ErrDigestMismatch) and blob.ErrSizeMismatch see it.
+	Mismatch *blob.MismatchError
 }
 
 func (e *Error) Error() string {
@@ -28,6 +33,14 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("%s (HTTP %d)", e.Code, e.StatusCode)
 	}
 	return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Message, e.StatusCode)
+}
+
+// Unwrap returns the mismatch the server reported, if any.
+func (e *Error) Unwrap() error {
+	if e.Mismatch == nil {
+		return nil
+	}
+	return e.Mismatch
 }
 
 // Client talks the blob protocol. Its zero value is not usable: set BaseURL.
@@ -39,7 +52,8 @@ type Client struct {
 	// HTTP is the client used; the default is http.DefaultClient.
 	HTTP *http.Client
 	// Progress, if set, is called as bytes are sent or received, with the
-	// bytes done so far and the total.
+	// bytes done so far and the total. Calls for one transfer come one at a
+	// time, but not necessarily from the caller's goroutine.
 	Progress func(done, total int64)
 	// SinglePutMax is the largest file sent in one PUT; larger files use a
 	// resumable upload. The default is 64 MiB.
@@ -90,6 +104,9 @@ func (c *Client) do(req *http.Request, want ...int) (*http.Response, error) {
 	var body apiError
 	if b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); json.Unmarshal(b, &body) == nil {
 		e.Code, e.Message = body.Code, body.Message
+		if m := body.Mismatch; m != nil && (m.Field == "digest" || m.Field == "size") {
+			e.Mismatch = &blob.MismatchError{Field: m.Field, Expected: m.Expected, Actual: m.Actual}
+		}
 	}
 	if e.Code == "" {
 		e.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", "_"))
@@ -141,31 +158,59 @@ func (c *Client) Stat(ctx context.Context, d blob.Digest) (int64, error) {
 }
 
 // Upload sends the file at path and returns its digest. It hashes the file
-// first and skips the transfer if the server already has the blob. Files up
-// to SinglePutMax go in one PUT; larger ones in a resumable upload that,
-// after a broken connection, asks the server how much it kept and continues
-// from there.
+// first, then sends it as UploadDigest does. A caller that has already
+// hashed the file calls UploadDigest and saves a pass over it.
 func (c *Client) Upload(ctx context.Context, path string) (blob.Digest, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return blob.Digest{}, fmt.Errorf("uploading: %w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return blob.Digest{}, fmt.Errorf("uploading %s: %w", path, err)
-	}
-	size := fi.Size()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	// Hidden behind a plain Reader so that CopyBuffer uses the large buffer
+	// rather than *os.File's WriteTo and its 32 KiB one.
+	size, err := io.CopyBuffer(h, struct{ io.Reader }{f}, make([]byte, copyBufSize))
+	if err != nil {
 		return blob.Digest{}, fmt.Errorf("uploading %s: hashing: %w", path, err)
 	}
 	d := blob.Digest(h.Sum(nil))
+	return d, c.upload(ctx, f, path, d, size)
+}
+
+// UploadDigest sends the file at path as blob d of size bytes, digest and
+// size the caller computed earlier (a push has them from its manifest). It
+// does not read the file twice: the server hashes the body as it streams
+// and stores nothing unless the bytes match d and size, so a file that
+// changed since it was hashed fails with an error matching
+// blob.ErrDigestMismatch or blob.ErrSizeMismatch and nothing is stored.
+//
+// It skips the transfer if the server already has the blob. Files up to
+// SinglePutMax go in one PUT; larger ones in a resumable upload that, after a
+// broken connection, asks the server how much it kept and continues from
+// there.
+func (c *Client) UploadDigest(ctx context.Context, path string, d blob.Digest, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("uploading: %w", err)
+	}
+	defer f.Close()
+	return c.upload(ctx, f, path, d, size)
+}
+
+func (c *Client) upload(ctx context.Context, f *os.File, path string, d blob.Digest, size int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("uploading %s: %w", path, err)
+	}
+	if fi.Size() != size {
+		return fmt.Errorf("uploading %s as %s: %w", path, d, &blob.MismatchError{
+			Field: "size", Expected: strconv.FormatInt(size, 10), Actual: strconv.FormatInt(fi.Size(), 10)})
+	}
 	if n, err := c.Stat(ctx, d); err == nil && n == size {
 		c.progress(size, size)
-		return d, nil
+		return nil
 	} else if err != nil && !errors.Is(err, blob.ErrNotFound) {
-		return d, fmt.Errorf("uploading %s: %w", path, err)
+		return fmt.Errorf("uploading %s: %w", path, err)
 	}
 	max := c.SinglePutMax
 	if max <= 0 {
@@ -177,9 +222,9 @@ func (c *Client) Upload(ctx context.Context, path string) (blob.Digest, error) {
 		err = c.putResumable(ctx, f, d, size)
 	}
 	if err != nil {
-		return d, fmt.Errorf("uploading %s as %s: %w", path, d, err)
+		return fmt.Errorf("uploading %s as %s: %w", path, d, err)
 	}
-	return d, nil
+	return nil
 }
 
 func (c *Client) progress(done, total int64) {
@@ -336,9 +381,13 @@ func (c *Client) uploadOffset(ctx context.Context, loc string) (int64, error) {
 // blob.ErrSizeMismatch) if the bytes are not the blob's; w has then received
 // them already, so write to a temporary file and rename it only on success.
 // A broken connection is resumed with a range request.
+//
+// Receiving overlaps with hashing and writing: a goroutine reads the next
+// buffer from the connection while the last one is hashed and written, so
+// the download runs at about the speed of one SHA-256 pass. Memory: a few
+// MiB of buffers.
 func (c *Client) Download(ctx context.Context, d blob.Digest, w io.Writer) (int64, error) {
 	h := sha256.New()
-	mw := io.MultiWriter(w, h)
 	var done int64
 	size := int64(-1)
 	failures := 0
@@ -359,7 +408,7 @@ func (c *Client) Download(ctx context.Context, d blob.Digest, w io.Writer) (int6
 				size = resp.ContentLength
 			}
 			var n int64
-			n, err = io.Copy(mw, &progressReader{r: resp.Body, c: c, done: done, total: size})
+			n, err = c.receive(w, h, resp.Body, done, size)
 			resp.Body.Close()
 			done += n
 			if err == nil && size >= 0 && done < size {
@@ -391,3 +440,85 @@ func (c *Client) Download(ctx context.Context, d blob.Digest, w io.Writer) (int6
 	}
 	return done, nil
 }
+
+// copyBufSize is the size of the buffers files and bodies are read in: large
+// enough that syscalls and goroutine hand-offs cost little per byte, small
+// enough that a buffer is still in the CPU's cache when it is hashed and
+// then written. In one interleaved series on the 2-core bench machine, a
+// 1 GiB download into a file took 1.0-1.1 s of client CPU with 256 KiB
+// buffers, 1.2-1.4 s with the former 32 KiB io.Copy, and 1.8-2.3 s with
+// 1 MiB buffers (64 and 128 KiB were no better than 256).
+const copyBufSize = 256 << 10
+
+// receive copies body to w and h until body ends and returns the bytes that
+// both w and h received (the point a resumed download continues from). The
+// calling goroutine reads from the body while another hashes and writes the
+// previous buffer; if w fails, reading stops at the next buffer.
+func (c *Client) receive(w io.Writer, h hash.Hash, body io.Reader, done, total int64) (int64, error) {
+	const nbuf = 4
+	bufSize := int64(copyBufSize)
+	if total >= 0 && total-done < bufSize {
+		bufSize = max(total-done, 512) // small files need no MiB buffers
+	}
+	full := make(chan []byte, nbuf)
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, bufSize)
+	}
+	failed := make(chan struct{}) // closed when w fails
+	var written int64             // owned by the consumer until result is received
+	var werr error
+	result := make(chan struct{})
+	go func() {
+		defer close(result)
+		for b := range full {
+			if werr == nil {
+				m, err := w.Write(b)
+				h.Write(b[:m])
+				written += int64(m)
+				if err == nil && m < len(b) {
+					err = io.ErrShortWrite
+				}
+				if err != nil {
+					werr = err
+					close(failed)
+				} else {
+					c.progress(done+written, total)
+				}
+			}
+			free <- b[:cap(b)]
+		}
+	}()
+	var rerr error
+	for rerr == nil {
+		var b []byte
+		select {
+		case b = <-free:
+		case <-failed:
+			rerr = errConsumerFailed
+			continue
+		}
+		n := 0
+		for n < len(b) && rerr == nil {
+			var k int
+			k, rerr = body.Read(b[n:])
+			n += k
+		}
+		if n > 0 {
+			full <- b[:n]
+		}
+	}
+	close(full)
+	<-result
+	if werr != nil {
+		return written, werr
+	}
+	if rerr == io.EOF {
+		rerr = nil
+	}
+	return written, rerr
+}
+
+// errConsumerFailed stops receive's reading; the consumer's error is what
+// receive returns.
+var errConsumerFailed = errors.New("writer failed")

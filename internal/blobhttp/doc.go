@@ -18,7 +18,8 @@
 // names (invalid_argument, not_found, ...), so clients handle them like the
 // API's. The handler promises: the server hashes every body while it streams
 // and stores nothing whose digest or size differs from the declared one; a
-// blob is never served without each chunk's digest being checked; and
-// request size, concurrent uploads and stalled bodies are bounded
-// (Options).
+// blob is never served without each chunk's digest being checked (the
+// whole-file digest too with Options.WholeDigest; Client.Download always
+// checks it end to end); and request size, concurrent uploads and stalled
+// bodies are bounded (Options).
 package blobhttp

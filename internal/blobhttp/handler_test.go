@@ -210,7 +210,16 @@ func TestHeadRangeAndConditional(t *testing.T) {
 	wantAPIError(t, resp, body, http.StatusNotFound, "not_found", missing.String())
 }
 
+// TestCorruptChunkDetectedOnGet flips a byte of a chunk inside badger: a
+// whole download and a range over that chunk fail, with the server
+// checking chunk digests only (the default) and with WholeDigest.
 func TestCorruptChunkDetectedOnGet(t *testing.T) {
+	for _, opts := range []Options{{}, {WholeDigest: true}} {
+		t.Run(fmt.Sprintf("WholeDigest=%v", opts.WholeDigest), func(t *testing.T) { testCorruptChunkDetectedOnGet(t, opts) })
+	}
+}
+
+func testCorruptChunkDetectedOnGet(t *testing.T, opts Options) {
 	dir := t.TempDir()
 	s, err := blob.Open(dir, blob.Options{ChunkSize: testChunk})
 	if err != nil {
@@ -239,7 +248,7 @@ func TestCorruptChunkDetectedOnGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(s, Options{}))
+	srv := httptest.NewServer(NewHandler(s, opts))
 	defer func() { srv.Close(); s.Close() }()
 	c := &Client{BaseURL: srv.URL, HTTP: srv.Client(), Retries: 2}
 	var buf bytes.Buffer

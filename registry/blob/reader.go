@@ -20,7 +20,8 @@ import (
 // returned as good ones.
 //
 // Read and Seek share a position and must not be called concurrently;
-// ReadAt may be called concurrently with anything. Memory: one chunk.
+// ReadAt may be called concurrently with anything. Memory: one chunk (two
+// during WriteTo).
 type Reader struct {
 	s   *Store
 	d   Digest
@@ -49,10 +50,13 @@ func (s *Store) Open(ctx context.Context, d Digest) (*Reader, error) {
 
 // SkipWholeDigest turns off the whole-file check for this Reader; every
 // chunk is still checked against its digest, and the chunk list against the
-// record's checksum, which together already prove the bytes are the ones
-// verified when the blob was stored. It saves one SHA-256 pass per download
-// for a server whose clients verify the whole digest themselves (as
-// blobhttp.Client does). Call it before reading.
+// record's checksum (which covers the blob's digest), which together prove
+// the bytes are the ones whose whole digest was verified when the blob was
+// stored. What only the whole-file check would catch is a chunk list
+// deliberately rewritten, checksum and all, by someone with write access to
+// the store; a client that checks the digest end to end (as
+// blobhttp.Client does) catches that too. It saves one SHA-256 pass per
+// read. Call it before reading.
 func (r *Reader) SkipWholeDigest() { r.whole = nil }
 
 // Digest returns the blob's digest.
@@ -198,11 +202,14 @@ func (r *Reader) load(idx int) error {
 }
 
 // loadChunk reads chunk idx into dst and checks it against its digest.
+//
+// The bytes are copied out of badger's mapping first and the copy is
+// hashed: what is checked is exactly what the caller will hand out, even if
+// the mapped file changed underneath.
 func (r *Reader) loadChunk(dst []byte, idx int) error {
 	want := r.rec.chunks[idx]
 	wantLen := r.chunkLen(idx)
-	var got Digest
-	var gotLen int
+	gotLen := -1
 	err := r.s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(chunkKey(want))
 		if err != nil {
@@ -211,7 +218,6 @@ func (r *Reader) loadChunk(dst []byte, idx int) error {
 		return item.Value(func(v []byte) error {
 			gotLen = len(v)
 			if len(v) == wantLen {
-				got = Sum(v)
 				copy(dst, v)
 			}
 			release(v)
@@ -225,30 +231,32 @@ func (r *Reader) loadChunk(dst []byte, idx int) error {
 		return fmt.Errorf("reading blob %s chunk %d: %w", r.d, idx, err)
 	case gotLen != wantLen:
 		return &CorruptError{Blob: r.d, Chunk: idx, Detail: fmt.Sprintf("chunk %s has %d bytes, want %d", want, gotLen, wantLen)}
-	case got != want:
+	}
+	if got := Sum(dst[:wantLen]); got != want {
 		return &CorruptError{Blob: r.d, Chunk: idx, Detail: fmt.Sprintf("chunk bytes hash to %s, want %s", got, want)}
 	}
 	return nil
 }
 
-// WriteTo writes the rest of the blob to w (io.Copy uses it). From the
-// start of the blob it is pipelined: a goroutine reads and checks the next
-// chunk while this one is hashed into the whole digest and written, so the
-// two hashes run on separate cores. The whole digest is checked before the
-// last chunk is written.
+// WriteTo writes the rest of the blob to w (io.Copy uses it). It is
+// pipelined: a goroutine reads and checks the next chunk while this one is
+// written (and, for a read from offset 0, hashed into the whole digest), so
+// checking and sending run on separate cores; w never receives a chunk's
+// bytes before that chunk is checked. Memory: two chunks.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	if r.bad != nil {
 		return 0, r.bad
 	}
-	if r.off != 0 || r.hashed != 0 || r.whole == nil || r.rec.size == 0 {
-		return r.writeToSimple(w)
+	if r.off >= r.rec.size {
+		return 0, nil
 	}
 	type loaded struct {
 		buf *[]byte
 		idx int
 		err error
 	}
-	n := len(r.rec.chunks)
+	cs := int64(r.rec.chunkSize)
+	first, n := int(r.off/cs), len(r.rec.chunks)
 	full := make(chan loaded, 1)
 	free := make(chan *[]byte, 2)
 	free <- r.chunkBuf()
@@ -257,14 +265,20 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for idx := 0; idx < n; idx++ {
+		for idx := first; idx < n; idx++ {
 			var b *[]byte
 			select {
 			case b = <-free:
 			case <-stop:
 				return
 			}
-			err := r.loadChunk(*b, idx)
+			err := r.ctx.Err()
+			if err == nil {
+				err = r.s.checkOpen()
+			}
+			if err == nil {
+				err = r.loadChunk(*b, idx)
+			}
 			select {
 			case full <- loaded{b, idx, err}:
 			case <-stop:
@@ -278,10 +292,10 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}()
 	var total int64
 	var err error
-	for i := 0; i < n && err == nil; i++ {
+	for i := first; i < n && err == nil; i++ {
 		l := <-full
 		if err = l.err; err == nil {
-			part := (*l.buf)[:r.chunkLen(l.idx)]
+			part := (*l.buf)[r.off-int64(l.idx)*cs : r.chunkLen(l.idx)]
 			if err = r.hashSequential(part, r.off); err == nil {
 				var m int
 				m, err = w.Write(part)
@@ -309,35 +323,4 @@ func (r *Reader) chunkBuf() *[]byte {
 		return &nb
 	}
 	return b
-}
-
-func (r *Reader) writeToSimple(w io.Writer) (int64, error) {
-	var total int64
-	for {
-		r.mu.Lock()
-		if r.bad != nil || r.off >= r.rec.size {
-			r.mu.Unlock()
-			return total, r.bad
-		}
-		idx := int(r.off / int64(r.rec.chunkSize))
-		err := r.load(idx)
-		var part []byte
-		if err == nil {
-			part = (*r.buf)[r.off-int64(idx)*int64(r.rec.chunkSize) : r.chunkLen(idx)]
-			err = r.hashSequential(part, r.off)
-		}
-		if err != nil {
-			r.mu.Unlock()
-			return total, err
-		}
-		// Written under the lock: a concurrent ReadAt may not refill the
-		// buffer underneath.
-		n, err := w.Write(part)
-		r.mu.Unlock()
-		total += int64(n)
-		r.off += int64(n)
-		if err != nil {
-			return total, err
-		}
-	}
 }
