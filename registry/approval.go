@@ -245,7 +245,9 @@ func checkApproval(st stateReader, req *PromotionRequest, approver string, ev *a
 		return Approval{}, errorf(ErrPermissionDenied, "approver %q is revoked", approver)
 	}
 	if !containsRole(p.Roles, RoleApprover) {
-		return Approval{}, errorf(ErrPermissionDenied, "principal %q does not hold the approver role", approver)
+		return Approval{}, errorf(ErrPermissionDenied, "principal %q does not hold the approver role; approvals are personal (separation of duties): "+
+			"only a principal holding approver may record one, admin included; "+
+			`an admin adds an approver with hallmark principals add ID --name "Printed Name" --role approver`, approver)
 	}
 	if approver == req.Requester {
 		return Approval{}, errorf(ErrPermissionDenied, "principal %q requested promotion %s and may not approve it (separation of duties)", approver, req.ID)

@@ -308,6 +308,8 @@ func TestSeparationOfDuties(t *testing.T) {
 		{"creator", ciApprover, ErrPermissionDenied, "pushed version"},
 		{"requester", Actor{ID: "rq", Name: "Release Manager", Roles: []Role{RoleApprover}, Auth: AuthToken}, ErrPermissionDenied, "requested promotion"},
 		{"no approver role", daveActor, ErrPermissionDenied, "approver role"},
+		// admin is no approver either, and the refusal says what to do next.
+		{"admin", adminActor, ErrPermissionDenied, `approvals are personal (separation of duties): only a principal holding approver may record one, admin included; an admin adds an approver with hallmark principals add ID --name "Printed Name" --role approver`},
 		{"revoked", carolActor, ErrPermissionDenied, "revoked"},
 		{"unknown", Actor{ID: "mallory", Name: "M", Roles: []Role{RoleApprover}, Auth: AuthToken}, ErrPermissionDenied, "not a principal"},
 	} {

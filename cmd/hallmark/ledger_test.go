@@ -140,8 +140,10 @@ func TestReadOnlyCommandsNeedALedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ dir, want string }{
-		{dir, fmt.Sprintf("no hallmark data directory at %s (pass the server's --data-dir)", dir)},
-		{empty, fmt.Sprintf("no hallmark data directory at %s: it has no ledger store %s", empty, ledgerDir(empty))},
+		// Both say what to do next: name the server's data directory, or
+		// read a running server's ledger over the API.
+		{dir, fmt.Sprintf("no hallmark data directory at %s (pass the server's --data-dir; to read the ledger of a running server instead, use hallmark ledger checkpoint --server URL", dir)},
+		{empty, fmt.Sprintf("no hallmark data directory at %s: it has no ledger store %s (pass the server's --data-dir; to read the ledger of a running server instead, use hallmark ledger checkpoint --server URL", empty, ledgerDir(empty))},
 	} {
 		for _, args := range [][]string{
 			{"ledger", "key"},

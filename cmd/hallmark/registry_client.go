@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -33,6 +34,10 @@ type clientFlags struct {
 	token  *string
 	output *string // nil for commands that print no data
 	e      *env
+	fs     *flag.FlagSet
+	// serverFrom says where *server came from, for the message of a server
+	// that cannot be reached; check sets it.
+	serverFrom string
 }
 
 // addClientFlags registers --server and --token (defaults from
@@ -46,6 +51,7 @@ func addClientFlags(fs *flag.FlagSet, e *env, withOutput bool) *clientFlags {
 		server: fs.String("server", server, "hallmark server URL (env HALLMARK_SERVER)"),
 		token:  fs.String("token", "", "bearer token (env HALLMARK_TOKEN)"),
 		e:      e,
+		fs:     fs,
 	}
 	if withOutput {
 		cf.output = fs.String("output", "text", "output format: text or json")
@@ -72,13 +78,60 @@ func (cf *clientFlags) check() error {
 		return usagef("--server %q: want an http:// or https:// URL", *cf.server)
 	}
 	*cf.server = s
+	switch {
+	case wasSet(cf.fs, "server"):
+		cf.serverFrom = "from --server"
+	case cf.e.getenv("HALLMARK_SERVER") != "":
+		cf.serverFrom = "from HALLMARK_SERVER"
+	default:
+		cf.serverFrom = "the default: neither --server nor HALLMARK_SERVER is set"
+	}
 	if *cf.token == "" {
 		*cf.token = cf.e.getenv("HALLMARK_TOKEN")
 	}
 	if *cf.token == "" {
-		return usagef("no token: pass --token or set HALLMARK_TOKEN")
+		return usagef("no token: pass --token or set HALLMARK_TOKEN; %s", tokenHint)
 	}
 	return nil
+}
+
+// tokenHint tells a user without a working token where tokens come from.
+const tokenHint = "the first admin token is in DATA_DIR/admin.token, written when the server first starts " +
+	"(hallmark serve also prints it), and an admin mints a token for each user with " +
+	`hallmark principals add ID --name "Printed Name" --role ROLE`
+
+// unreachableError is a request that never reached the server. Its message
+// names the URL tried and where it came from, since the usual causes are a
+// server that is not running and a URL from a stale flag or environment.
+type unreachableError struct {
+	err        error
+	server     string
+	serverFrom string
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("%v; cannot reach a hallmark server at %s (%s): is `hallmark serve` running there? "+
+		"(to use another server, pass --server URL or set HALLMARK_SERVER)", e.err, e.server, e.serverFrom)
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// reachTransport restates connection failures as unreachableError. It sits
+// under every client of one server, Connect and blob alike, so every client
+// command says the same thing when the server is down.
+type reachTransport struct {
+	base       http.RoundTripper
+	server     string
+	serverFrom string
+}
+
+func (t *reachTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	var oe *net.OpError
+	if err != nil && errors.As(err, &oe) && oe.Op == "dial" {
+		return nil, &unreachableError{err: err, server: t.server, serverFrom: t.serverFrom}
+	}
+	return resp, err
 }
 
 func (cf *clientFlags) json() bool { return cf.output != nil && *cf.output == "json" }
@@ -87,7 +140,7 @@ func (cf *clientFlags) json() bool { return cf.output != nil && *cf.output == "j
 func (cf *clientFlags) clients() *registryClients {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 16
-	hc := &http.Client{Transport: tr}
+	hc := &http.Client{Transport: &reachTransport{base: tr, server: *cf.server, serverFrom: cf.serverFrom}}
 	opts := []connect.ClientOption{connect.WithInterceptors(bearer(*cf.token))}
 	return &registryClients{
 		baseURL:  *cf.server,
@@ -115,14 +168,28 @@ func bearer(token string) connect.UnaryInterceptorFunc {
 }
 
 // rpcError turns a Connect error into the message a user sees: the step,
-// the code name and the server's message (which says what, where and why).
+// the code name and the server's message (which says what, where and why),
+// and for the codes a user meets before anything works, what to do next.
+// An unreachable server is explained by reachTransport, under the blob
+// client too; a token the server refuses is explained here, for blob
+// errors as well as Connect ones.
 func rpcError(step string, err error) error {
 	var ce *connect.Error
-	if errors.As(err, &ce) {
+	var be *blobhttp.Error
+	switch {
+	case errors.As(err, &ce) && ce.Code() == connect.CodeUnauthenticated:
+		return fmt.Errorf("%s: %s: %s; %s", step, ce.Code(), ce.Message(), unauthenticatedHint)
+	case errors.As(err, &ce):
 		return fmt.Errorf("%s: %s: %s", step, ce.Code(), ce.Message())
+	case errors.As(err, &be) && be.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("%s: %w; %s", step, err, unauthenticatedHint)
 	}
 	return fmt.Errorf("%s: %w", step, err)
 }
+
+// unauthenticatedHint is what to do about a token the server refuses.
+const unauthenticatedHint = "the server does not accept the token given by --token or HALLMARK_TOKEN: " +
+	"pass a current principal's token; " + tokenHint
 
 // printJSON writes m as indented protobuf JSON (the API's JSON form).
 func printJSON(w io.Writer, m proto.Message) error {

@@ -128,7 +128,7 @@ func runPush(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "%s@%s already existed with identical content\n", v.GetModel(), v.GetLabel())
 	}
 	if sc := v.GetSignature(); sc.GetPresent() && !sc.GetValid() {
-		fmt.Fprintf(e.stderr, "warning: signature recorded as not verified: %s\n", sc.GetError())
+		fmt.Fprintf(e.stderr, "warning: signature recorded as not verified: %s\n  this version stays recorded as \"not verified\"; to verify this signer's later pushes, put its public key in the server's DATA_DIR/trust/keys/NAME.pub or its root certificate in DATA_DIR/trust/roots/NAME.pem, then restart the server: it reads its trust store at start-up\n", sc.GetError())
 	}
 	fmt.Fprintln(e.stdout, v.GetDigest())
 	return nil
@@ -188,18 +188,20 @@ func uploadFiles(ctx context.Context, e *env, c *registryClients, dir string, is
 				bar.add(f.Size)
 				return nil // the server has it: skip the transfer
 			} else if err != nil && !errors.Is(err, blob.ErrNotFound) {
-				return fmt.Errorf("checking %q on the server: %w", f.Path, err)
+				return rpcError(fmt.Sprintf("checking %q on the server", f.Path), err)
 			}
 			path := dir
 			if isDir {
 				path = filepath.Join(dir, filepath.FromSlash(f.Path))
 			}
-			got, err := bc.Upload(ctx, path)
-			if err != nil {
-				return fmt.Errorf("uploading %q: %w", f.Path, err)
+			// Sent under the manifest's digest without hashing again: the
+			// server hashes as it receives and refuses other bytes.
+			err := bc.UploadDigest(ctx, path, d, f.Size)
+			if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrSizeMismatch) {
+				return fmt.Errorf("uploading %q: file changed while pushing (hashed %s): %w", f.Path, d, err)
 			}
-			if got != d {
-				return fmt.Errorf("uploading %q: file changed while pushing (hashed %s, sent %s)", f.Path, d, got)
+			if err != nil {
+				return rpcError(fmt.Sprintf("uploading %q", f.Path), err)
 			}
 			return nil
 		})

@@ -210,9 +210,18 @@ func TestShowUnverifiedSignature(t *testing.T) {
 	os.WriteFile(keyFile, privPEM, 0o600)
 	model := writeModel(t, map[string]string{"w.bin": "weights"})
 	code, _, errOut := s.cli(s.admin, "push", model, "--model", "m", "--version", "1", "--sign-key", keyFile)
-	reason, ok := strings.CutPrefix(strings.TrimSpace(errOut), "warning: signature recorded as not verified: ")
+	warning, hint, _ := strings.Cut(strings.TrimSpace(errOut), "\n")
+	reason, ok := strings.CutPrefix(warning, "warning: signature recorded as not verified: ")
 	if code != 0 || !ok || reason == "" {
 		t.Fatalf("push: exit %d, stderr %q, want the not-verified warning", code, errOut)
+	}
+	// The warning says what to do about it: where the server's trust store
+	// is, that it is read at start-up, and what becomes of this version.
+	for _, want := range []string{`this version stays recorded as "not verified"`, "DATA_DIR/trust/keys/NAME.pub",
+		"DATA_DIR/trust/roots/NAME.pem", "restart the server: it reads its trust store at start-up"} {
+		if !strings.Contains(hint, want) {
+			t.Errorf("push warning: got %q, want it to say %q", errOut, want)
+		}
 	}
 	out := s.mustCLI(s.admin, "show", "m@1")
 	if want := "signed:   not verified: " + reason + "\n"; !strings.Contains(out, want) {

@@ -226,6 +226,11 @@ func shellQuote(s string) string {
 // data directory held by a server.
 const inUseReadHint = "stop it first, or read the live ledger through it: hallmark ledger checkpoint --server URL, hallmark ledger proof --server URL"
 
+// noStoreHint is what to do when a command finds no data directory: name
+// the server's, or, for the commands that can, ask a running server.
+const noStoreHint = "pass the server's --data-dir; to read the ledger of a running server instead, " +
+	"use hallmark ledger checkpoint --server URL or hallmark ledger proof --server URL"
+
 // dataDirErr is an error opening a data directory, restated in the
 // operator's terms; it wraps the store's error.
 type dataDirErr struct {
@@ -245,9 +250,9 @@ func dataDirError(dir string, err error, inUseHint string) error {
 		return &dataDirErr{fmt.Sprintf("data directory %s is in use by a running hallmark server (%s)", dir, inUseHint), err}
 	case errors.Is(err, ledger.ErrNoStore):
 		if _, serr := os.Stat(dir); errors.Is(serr, os.ErrNotExist) {
-			return &dataDirErr{fmt.Sprintf("no hallmark data directory at %s (pass the server's --data-dir)", dir), err}
+			return &dataDirErr{fmt.Sprintf("no hallmark data directory at %s (%s)", dir, noStoreHint), err}
 		}
-		return &dataDirErr{fmt.Sprintf("no hallmark data directory at %s: it has no ledger store %s (pass the server's --data-dir)", dir, ledgerDir(dir)), err}
+		return &dataDirErr{fmt.Sprintf("no hallmark data directory at %s: it has no ledger store %s (%s)", dir, ledgerDir(dir), noStoreHint), err}
 	}
 	return err
 }

@@ -26,12 +26,19 @@ const (
 var allRoles = []string{roleAdmin, rolePublisher, roleApprover, rolePolicyAuthor, roleAuditor, roleShadowAgent}
 
 // rule says which roles may call one procedure. admin may call everything
-// in the table, so it is never listed.
+// in the table except personal procedures, so it is never listed.
 type rule struct {
 	// anyRole lets every authenticated principal call the procedure.
 	anyRole bool
 	// roles lists the non-admin roles that may call it.
 	roles []string
+	// personal procedures record the caller's own act in one of roles, so
+	// holding admin does not stand in for the role: the registry would
+	// refuse the act anyway, and the refusal belongs here, where the
+	// message says which role is needed.
+	personal bool
+	// hint says what to do next when the rule refuses a caller.
+	hint string
 }
 
 // Procedure names of the blob HTTP surface, authorised through the same
@@ -46,6 +53,13 @@ var readers = rule{anyRole: true}
 
 // adminOnly is the rule of procedures only an admin may call.
 var adminOnly = rule{}
+
+// approverOnly is the rule of Approve (which records rejections too).
+// Approvals are personal: only a principal holding approver may record one,
+// admin included, as registry.checkApproval requires (separation of duties).
+var approverOnly = rule{roles: []string{roleApprover}, personal: true,
+	hint: "approvals are personal (separation of duties): only a principal holding approver may record one, admin included; " +
+		`an admin adds an approver with: hallmark principals add ID --name "Printed Name" --role approver`}
 
 // authzTable is the authorisation rule of every procedure the server
 // serves. A procedure missing from it is denied to everyone, admin
@@ -88,7 +102,7 @@ var authzTable = map[string]rule{
 	// decides; decisions with their inputs are for auditors and policy
 	// authors (replay). Approvers' signing keys are registered by admins.
 	registryv1connect.PromotionServiceRequestPromotionProcedure: {roles: []string{rolePublisher}},
-	registryv1connect.PromotionServiceApproveProcedure:          {roles: []string{roleApprover}},
+	registryv1connect.PromotionServiceApproveProcedure:          approverOnly,
 	registryv1connect.PromotionServiceGetPromotionProcedure:     readers,
 	registryv1connect.PromotionServiceListPromotionsProcedure:   readers,
 	registryv1connect.PromotionServiceGetDecisionProcedure:      readers,
@@ -117,7 +131,7 @@ func authorize(procedure string, roles []string) (bool, string) {
 	if !ok {
 		return false, "procedure has no authorisation rule"
 	}
-	if slices.Contains(roles, roleAdmin) || r.anyRole && len(roles) > 0 {
+	if r.anyRole && len(roles) > 0 || !r.personal && slices.Contains(roles, roleAdmin) {
 		return true, ""
 	}
 	for _, have := range roles {
@@ -125,5 +139,13 @@ func authorize(procedure string, roles []string) (bool, string) {
 			return true, ""
 		}
 	}
-	return false, "requires role " + strings.Join(append([]string{roleAdmin}, r.roles...), " or ")
+	need := r.roles
+	if !r.personal {
+		need = append([]string{roleAdmin}, r.roles...)
+	}
+	why := "requires role " + strings.Join(need, " or ")
+	if r.hint != "" {
+		why += "; " + r.hint
+	}
+	return false, why
 }

@@ -72,6 +72,10 @@ func TestAuthorize(t *testing.T) {
 		{"/hallmark.registry.v1.PromotionService/RequestPromotion", []string{"approver", "auditor", "policy-author", "shadow-agent"}, false},
 		{"/hallmark.registry.v1.PromotionService/Approve", []string{"approver"}, true},
 		{"/hallmark.registry.v1.PromotionService/Approve", []string{"publisher", "auditor", "policy-author", "shadow-agent"}, false},
+		// Approvals are personal: admin does not stand in for approver,
+		// as the registry's separation-of-duties check would refuse it.
+		{"/hallmark.registry.v1.PromotionService/Approve", []string{"admin"}, false},
+		{"/hallmark.registry.v1.PromotionService/Approve", []string{"admin", "approver"}, true},
 		{"/hallmark.registry.v1.PromotionService/GetDecision", []string{"shadow-agent"}, true},
 		{"/hallmark.registry.v1.PromotionService/ListDecisions", []string{"auditor"}, true},
 		{"/hallmark.registry.v1.PromotionService/ListDecisions", []string{"policy-author"}, true},
@@ -100,6 +104,28 @@ func TestAuthorize(t *testing.T) {
 		got, why := authorize(tt.proc, tt.roles)
 		if got != tt.want {
 			t.Errorf("authorize(%s, %v): got %v (%s), want %v", tt.proc, tt.roles, got, why, tt.want)
+		}
+	}
+}
+
+// TestAuthorizeReasons checks that a refusal names the roles that would
+// do, and for Approve, why admin is not among them and what to do instead.
+func TestAuthorizeReasons(t *testing.T) {
+	tests := []struct {
+		proc  string
+		roles []string
+		want  string
+	}{
+		{"/hallmark.registry.v1.RegistryService/CreateVersion", []string{"auditor"}, "requires role admin or publisher"},
+		{"/hallmark.registry.v1.PromotionService/Approve", []string{"publisher"},
+			`requires role approver; approvals are personal (separation of duties): only a principal holding approver may record one, admin included; ` +
+				`an admin adds an approver with: hallmark principals add ID --name "Printed Name" --role approver`},
+		{"/hallmark.registry.v1.PromotionService/Approve", []string{"admin"}, "requires role approver; approvals are personal"},
+	}
+	for _, tt := range tests {
+		ok, why := authorize(tt.proc, tt.roles)
+		if ok || !strings.HasPrefix(why, tt.want) {
+			t.Errorf("authorize(%s, %v): got %v %q, want refused with %q", tt.proc, tt.roles, ok, why, tt.want)
 		}
 	}
 }
