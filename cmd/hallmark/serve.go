@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -40,12 +42,18 @@ type serveConfig struct {
 	// Command is how the start-up hints name the hallmark binary, so that
 	// they can be pasted as printed ("" means "hallmark").
 	Command string
+	// TLS names the certificate, key and client CA files; the zero value
+	// serves plain HTTP/1.1 and h2c.
+	TLS server.TLSFiles
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "serve", "[--data-dir DIR] [--listen ADDR] [--origin ORIGIN]")
+	fs := newFlagSet(e, "serve", "[--data-dir DIR] [--listen ADDR] [--origin ORIGIN] [--tls-cert FILE --tls-key FILE [--client-ca FILE]]")
 	dataDir := fs.String("data-dir", defaultDataDir, "hallmark data directory (created if missing)")
-	listen := fs.String("listen", "127.0.0.1:7070", "address to serve HTTP/1.1 and h2c on")
+	listen := fs.String("listen", "127.0.0.1:7070", "address to serve on: HTTP/1.1 and h2c, or with --tls-cert HTTPS (HTTP/1.1 and HTTP/2)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate chain of the server (leaf first): serve HTTPS; needs --tls-key")
+	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
+	clientCA := fs.String("client-ca", "", "PEM CA certificate(s) issuing client certificates: a client certificate whose Subject Common Name is a principal id authenticates as that principal; needs --tls-cert")
 	origin := fs.String("origin", "", "checkpoint origin of a new ledger (default "+ledger.DefaultOrigin+")")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (debug logs every request)")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -63,6 +71,12 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	// !(x >= 0) also refuses NaN.
 	if !(*minCoverage >= 0) || *minCoverage > 100 {
 		return usagef("--policy-min-coverage %v: want a percentage from 0 to 100", *minCoverage)
+	}
+	switch {
+	case (*tlsCert == "") != (*tlsKey == ""):
+		return usagef("--tls-cert and --tls-key go together: give both for HTTPS, or neither")
+	case *clientCA != "" && *tlsCert == "":
+		return usagef("--client-ca needs HTTPS: give --tls-cert and --tls-key too")
 	}
 	coverage := *minCoverage
 	if coverage == 0 {
@@ -92,6 +106,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		GCGrace:           *gcGrace,
 		PolicyMinCoverage: coverage,
 		Command:           selfCommand(),
+		TLS:               server.TLSFiles{CertFile: *tlsCert, KeyFile: *tlsKey, ClientCAFile: *clientCA},
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -111,6 +126,15 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var tlsCfg *tls.Config
+	if cfg.TLS != (server.TLSFiles{}) {
+		var err error
+		// Loaded before the data directory is touched, so that a bad
+		// file costs nothing; read once, so rotation is a restart.
+		if tlsCfg, err = server.LoadTLS(cfg.TLS, time.Now()); err != nil {
+			return err
+		}
+	}
 	st, err := server.Open(ctx, cfg.DataDir, server.OpenOptions{Origin: cfg.Origin, Logger: log})
 	if err != nil {
 		return dataDirError(cfg.DataDir, err, "stop it first: one server per data directory")
@@ -119,8 +143,17 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 	l := st.Ledger
 
 	url := "http://" + ln.Addr().String()
-	printStartup(out, cfg, st, url)
-	log.Info("serving", "url", url, "data_dir", cfg.DataDir, "origin", l.Origin(), "size", l.Size(), "log_key", l.VerifierKey())
+	if tlsCfg != nil {
+		url = "https://" + ln.Addr().String()
+	}
+	printStartup(out, cfg, st, url, tlsCfg)
+	log.Info("serving", "url", url, "data_dir", cfg.DataDir, "origin", l.Origin(), "size", l.Size(), "log_key", l.VerifierKey(),
+		"tls", tlsCfg != nil, "client_ca", cfg.TLS.ClientCAFile)
+	if tlsCfg == nil && !isLoopback(ln.Addr()) {
+		fmt.Fprintf(out, "WARNING: serving plain HTTP on %s, which is not a loopback address: bearer tokens and artifacts cross the network unencrypted. "+
+			"Pass --tls-cert and --tls-key, or put a TLS-terminating proxy in front.\n", ln.Addr())
+		log.Warn("serving plain HTTP on a non-loopback address", "addr", ln.Addr().String())
+	}
 
 	gcCtx, stopGC := context.WithCancel(ctx)
 	defer stopGC()
@@ -135,6 +168,7 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 
 	scfg := st.Config(log, cfg.Limits)
 	scfg.PolicyMinCoverage = cfg.PolicyMinCoverage
+	scfg.TLS = tlsCfg
 	if err := server.Run(ctx, scfg, ln); err != nil {
 		return err
 	}
@@ -151,7 +185,9 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 // the URL and log key always; on the first start the admin token (it exists
 // nowhere but here and in DIR/admin.token) and three commands that work
 // when pasted into another terminal; on later starts where the token is.
-func printStartup(out io.Writer, cfg serveConfig, st *server.Stores, url string) {
+// With TLS, the commands trust a self-signed server certificate through
+// HALLMARK_TLS_CA; for one a CA signed, it says clients need that CA.
+func printStartup(out io.Writer, cfg serveConfig, st *server.Stores, url string, tlsCfg *tls.Config) {
 	l := st.Ledger
 	var b strings.Builder
 	fmt.Fprintf(&b, "hallmark serving %s\nledger %s at size %d\nlog key %s\n", url, l.Origin(), l.Size(), l.VerifierKey())
@@ -167,6 +203,22 @@ func printStartup(out io.Writer, cfg serveConfig, st *server.Stores, url string)
 	serverEnv := ""
 	if url != defaultServer {
 		serverEnv = "HALLMARK_SERVER=" + url + " "
+	}
+	if tlsCfg != nil {
+		certFile := cfg.TLS.CertFile
+		if abs, err := filepath.Abs(certFile); err == nil {
+			certFile = abs
+		}
+		if leaf := tlsCfg.Certificates[0].Leaf; leaf != nil && bytes.Equal(leaf.RawIssuer, leaf.RawSubject) &&
+			leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) == nil {
+			// Self-signed: the certificate is its own trust anchor.
+			serverEnv += "HALLMARK_TLS_CA=" + shellQuote(certFile) + " "
+		} else {
+			fmt.Fprintf(&b, "TLS: clients trust %s through the CA that signed it (--tls-ca FILE or HALLMARK_TLS_CA, unless the system trusts that CA)\n", certFile)
+		}
+		if cfg.TLS.ClientCAFile != "" {
+			fmt.Fprintf(&b, "mTLS: a client certificate issued by the CA in %s authenticates as the principal whose id is its Subject Common Name\n", cfg.TLS.ClientCAFile)
+		}
 	}
 	export := "export " + serverEnv
 	if st.AdminToken != "" {
@@ -195,6 +247,13 @@ Next, in another terminal:
 			tokenFile, serverEnv, shellQuote(bin))
 	}
 	io.WriteString(out, b.String())
+}
+
+// isLoopback reports whether a listener's address is a loopback one; an
+// unspecified address (0.0.0.0, ::) listens on every interface and is not.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // selfCommand returns how this process was invoked, as a command another

@@ -53,16 +53,11 @@ func roleStrings(a registry.Actor) []string {
 // are counted and never ledgered; denials of authenticated principals are
 // ledgered (and counted) before the error is returned.
 func (s *server) gate(ctx context.Context, procedure string, h http.Header) (registry.Actor, error) {
-	tok, err := bearerToken(h)
+	actor, err := s.authenticate(ctx, h)
 	if err != nil {
-		s.metrics.unauthenticated.WithLabelValues(procedure).Inc()
-		return registry.Actor{}, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%s: %w", procedure, err))
-	}
-	actor, err := s.reg.Authenticate(ctx, tok)
-	if err != nil {
-		if errors.Is(err, registry.ErrUnauthenticated) || errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrPermissionDenied) {
+		if errors.Is(err, errNotAuthenticated) {
 			s.metrics.unauthenticated.WithLabelValues(procedure).Inc()
-			return registry.Actor{}, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%s: bearer token not accepted: %w", procedure, err))
+			return registry.Actor{}, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%s: %w", procedure, err))
 		}
 		return registry.Actor{}, toConnectError(fmt.Errorf("%s: authenticating: %w", procedure, err))
 	}
@@ -78,6 +73,76 @@ func (s *server) gate(ctx context.Context, procedure string, h http.Header) (reg
 		}
 		return registry.Actor{}, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("principal %q (roles %s) may not call %s: %s", actor.ID, rolesText(actor), procedure, why))
+	}
+	return actor, nil
+}
+
+// errNotAuthenticated marks the errors of authenticate that refuse the
+// caller (as opposed to failures of the server); it is never shown.
+var errNotAuthenticated = errors.New("not authenticated")
+
+// refused is an authentication refusal with its message.
+type refused struct{ msg string }
+
+func (e *refused) Error() string        { return e.msg }
+func (e *refused) Is(target error) bool { return target == errNotAuthenticated }
+
+func refusef(format string, args ...any) error { return &refused{fmt.Sprintf(format, args...)} }
+
+// notAccepted reports whether err is the registry refusing a credential
+// (unknown, revoked) rather than failing.
+func notAccepted(err error) bool {
+	return errors.Is(err, registry.ErrUnauthenticated) || errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrPermissionDenied)
+}
+
+// authenticate returns the actor of a request: from its bearer token, or,
+// without one, from its verified client certificate (Auth "mtls"). A
+// request with both is refused unless both name the same principal, so
+// that one request never carries two identities and the ledger never
+// records one while the caller meant the other; the actor is then the
+// token's (Auth "token"). A client certificate that does not verify is
+// refused whatever else the request carries. Refusals match
+// errNotAuthenticated.
+func (s *server) authenticate(ctx context.Context, h http.Header) (registry.Actor, error) {
+	cert := clientCertFrom(ctx)
+	tok, terr := bearerToken(h)
+	switch {
+	case terr == errNoToken && cert == nil:
+		if s.cfg.TLS != nil && s.cfg.TLS.ClientCAs != nil {
+			return registry.Actor{}, refusef("%v, or present a client certificate issued by the server's client CA", terr)
+		}
+		return registry.Actor{}, refusef("%v", terr)
+	case cert != nil && cert.err != nil:
+		// Never ignored, even beside a good token: a client that sends
+		// a certificate means it.
+		return registry.Actor{}, refusef("client certificate %s not accepted: %v", certName(cert.cert), cert.err)
+	case terr == errNoToken:
+		id, err := clientCertPrincipal(cert.cert)
+		if err != nil {
+			return registry.Actor{}, refusef("%v", err)
+		}
+		actor, err := s.reg.PrincipalActor(ctx, id, registry.AuthMTLS)
+		if notAccepted(err) {
+			return registry.Actor{}, refusef("client certificate %s for principal %q not accepted: %v", certName(cert.cert), id, err)
+		}
+		return actor, err
+	case terr != nil:
+		return registry.Actor{}, refusef("%v", terr)
+	}
+	actor, err := s.reg.Authenticate(ctx, tok)
+	if notAccepted(err) {
+		return registry.Actor{}, refusef("bearer token not accepted: %v", err)
+	}
+	if err != nil || cert == nil {
+		return actor, err
+	}
+	id, err := clientCertPrincipal(cert.cert)
+	if err != nil {
+		return registry.Actor{}, refusef("bearer token and client certificate together: %v", err)
+	}
+	if id != actor.ID {
+		return registry.Actor{}, refusef("the bearer token is principal %q's but the client certificate %s names principal %q; "+
+			"send one credential, or a token and a certificate of the same principal", actor.ID, certName(cert.cert), id)
 	}
 	return actor, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,10 @@ type Config struct {
 	// must reach to be published. Zero means
 	// registry.DefaultPolicyMinCoverage; a negative value means no floor.
 	PolicyMinCoverage float64
+	// TLS, if set, makes Run serve HTTPS with it (LoadTLS builds it); with
+	// ClientCAs set, verified client certificates authenticate (auth.go).
+	// Nil means plain HTTP/1.1 and h2c.
+	TLS *tls.Config
 }
 
 // Limits bound what one request may cost. The zero value of a field means
@@ -144,7 +149,7 @@ func New(cfg Config) (http.Handler, error) {
 	// The ledger's read-only tlog-tiles paths: public, like any
 	// transparency log, so that monitors and auditors need no token.
 	mux.Handle("/", cfg.Ledger.Handler())
-	return s.logRequests(mux), nil
+	return s.logRequests(s.withClientCert(mux)), nil
 }
 
 // readyTimeout bounds a readiness check's wait for the sequencer.
@@ -198,9 +203,10 @@ func (s *server) logRequests(h http.Handler) http.Handler {
 }
 
 // Run serves New(cfg) on ln until ctx is done, then drains open requests
-// (for at most shutdownTimeout) and returns. It speaks HTTP/1.1 and
-// unencrypted HTTP/2 (h2c), so gRPC clients work without TLS. It always
-// closes ln; the stores stay open.
+// (for at most shutdownTimeout) and returns. Without cfg.TLS it speaks
+// HTTP/1.1 and unencrypted HTTP/2 (h2c), so gRPC clients work without TLS;
+// with it, HTTPS with HTTP/1.1 and HTTP/2 chosen by ALPN. It always closes
+// ln; the stores stay open.
 func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 	defer ln.Close()
 	h, err := New(cfg)
@@ -214,7 +220,11 @@ func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if cfg.TLS != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	srv := &http.Server{
 		Handler:           h,
 		Protocols:         &protocols,
@@ -226,9 +236,18 @@ func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 		MaxHeaderBytes: lim.MaxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		TLSConfig:      cfg.TLS,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if cfg.TLS != nil {
+			// The certificate is in TLSConfig; ServeTLS adds the ALPN
+			// protocols of srv.Protocols.
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
