@@ -12,6 +12,9 @@
 #
 # Env: BENCH_DURATION (default 8s per run), BENCH_CONNECTIONS (32),
 # BENCH_PORT_BASE (19100), BENCH_STRICT=1 to exit 1 on a missed target. Installs nginx and wrk from Debian when missing.
+# Experiments (defaults leave hallmark as shipped): BENCH_HM_FLAGS adds flags to the
+# mirroring hallmark proxies (e.g. "--workers 64"), BENCH_HM_GOGC sets GOGC for all
+# three hallmark proxies only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,10 +67,10 @@ wait_port() {
 start primary "$TMP/cancer-model" serve --model "$TMP/v1" --listen 127.0.0.1:$P_PRIMARY --delay 1ms
 start shadow-fast "$TMP/cancer-model" serve --model "$TMP/v2" --listen 127.0.0.1:$P_FAST --delay 1ms
 start shadow-slow "$TMP/cancer-model" serve --model "$TMP/v2" --listen 127.0.0.1:$P_SLOW --delay 10ms
-HM=("$TMP/hallmark" shadow proxy --deployment shd_bench --pointer /label --labels malignant,benign --timeout 2s)
+HM=(env ${BENCH_HM_GOGC:+"GOGC=$BENCH_HM_GOGC"} "$TMP/hallmark" shadow proxy --deployment shd_bench --pointer /label --labels malignant,benign --timeout 2s)
 start hm-off "${HM[@]}" --listen 127.0.0.1:$P_HM_OFF --primary http://127.0.0.1:$P_PRIMARY --no-mirror
-start hm-fast "${HM[@]}" --listen 127.0.0.1:$P_HM_FAST --primary http://127.0.0.1:$P_PRIMARY --shadow http://127.0.0.1:$P_FAST
-start hm-slow "${HM[@]}" --listen 127.0.0.1:$P_HM_SLOW --primary http://127.0.0.1:$P_PRIMARY --shadow http://127.0.0.1:$P_SLOW
+start hm-fast "${HM[@]}" --listen 127.0.0.1:$P_HM_FAST --primary http://127.0.0.1:$P_PRIMARY --shadow http://127.0.0.1:$P_FAST ${BENCH_HM_FLAGS:-}
+start hm-slow "${HM[@]}" --listen 127.0.0.1:$P_HM_SLOW --primary http://127.0.0.1:$P_PRIMARY --shadow http://127.0.0.1:$P_SLOW ${BENCH_HM_FLAGS:-}
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<CONF

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,8 +52,13 @@ type ProxyConfig struct {
 	// DisableMirror turns mirroring off: the proxy only forwards and counts
 	// requests (the reference for measuring mirroring's cost).
 	DisableMirror bool
-	// PrimaryTransport and ShadowTransport default to tuned clones of
-	// http.DefaultTransport (keep-alive pools sized for proxying).
+	// PrimaryTransport defaults to a tuned clone of http.DefaultTransport
+	// (a keep-alive pool sized for proxying). ShadowTransport, when nil,
+	// means one keep-alive HTTP/1.1 connection per worker for a plain http
+	// shadow (no transparent gzip: the shadow gets the caller's
+	// Accept-Encoding, like the primary), and a tuned clone of
+	// http.DefaultTransport for https or when the environment names a
+	// proxy for the shadow.
 	PrimaryTransport http.RoundTripper
 	ShadowTransport  http.RoundTripper
 }
@@ -69,12 +75,15 @@ type ProxyConfig struct {
 // tunnelled); a primary that cannot be reached gets the caller a 502 with an
 // empty body, as ReverseProxy's default.
 type Proxy struct {
-	cfg     ProxyConfig
-	agg     *Aggregator
-	cmp     *Comparator
-	segPtr  *Pointer
-	rp      *httputil.ReverseProxy
-	shadow  http.RoundTripper // called directly: no redirects to follow, no client bookkeeping
+	cfg    ProxyConfig
+	agg    *Aggregator
+	cmp    *Comparator
+	segPtr *Pointer
+	rp     *httputil.ReverseProxy
+	shadow http.RoundTripper // called directly: no redirects to follow, no client bookkeeping
+	// direct is the shadow's host:port when each worker talks to it over
+	// its own connection (see shadowConn); "" to use shadow.
+	direct  string
 	queue   chan *exchange
 	wg      sync.WaitGroup
 	exPool  sync.Pool
@@ -100,7 +109,12 @@ type stateKey struct{}
 // back to the pool when the request is recorded (dropped, not mirrored) or
 // when the worker is done with it.
 type exchange struct {
-	body    bytes.Buffer // the request body, when buffered
+	// body is the request body, when buffered. It is never pooled nor
+	// written after it is read: both transports may still read it after
+	// their RoundTrip returned (RoundTripper's contract), and it goes to them
+	// as a *bytes.Reader, which net/http writes with the headers in one
+	// write instead of flushing the headers first (a syscall per upstream).
+	body    []byte
 	hasBody bool
 
 	limit   int64 // capture limit; -1: do not capture
@@ -109,7 +123,7 @@ type exchange struct {
 	over    bool
 	capture bytes.Buffer // the primary's response body
 	cb      captureBody
-	lr      io.LimitedReader // reused for both bodies: io.LimitReader allocates
+	lr      io.LimitedReader // for the shadow's response body: io.LimitReader allocates
 
 	method   string
 	path     string
@@ -172,6 +186,15 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(primary)
 			pr.Out.Host = pr.In.Host
+			// ReverseProxy wraps the body in a reader net/http does not
+			// know to be in memory, so the transport would flush the
+			// headers and write the body in a second syscall. A buffered
+			// body is in memory and never reused: hand it over unwrapped.
+			if pr.Out.Body != nil {
+				if ex, _ := pr.In.Context().Value(stateKey{}).(*exchange); ex != nil && ex.hasBody {
+					pr.Out.Body = pr.In.Body
+				}
+			}
 		},
 		Transport:      pt,
 		BufferPool:     &p.bufPool, // the default allocates 32 KiB per request
@@ -182,7 +205,11 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if !cfg.DisableMirror {
 		st := cfg.ShadowTransport
 		if st == nil {
-			st = newTransport(cfg.Workers) // one idle connection per worker
+			if addr, ok := directAddr(cfg.Shadow); ok {
+				p.direct = addr
+			} else {
+				st = newTransport(cfg.Workers) // one idle connection per worker
+			}
 		}
 		p.shadow = st
 		p.queue = make(chan *exchange, cfg.QueueSize)
@@ -258,12 +285,8 @@ func (p *Proxy) getExchange() *exchange {
 // pool does not pin BodyLimit-sized buffers after a burst of big bodies.
 func (p *Proxy) putExchange(ex *exchange) {
 	const keep = 64 << 10
-	body, capture := ex.body, ex.capture
+	capture := ex.capture
 	*ex = exchange{}
-	if body.Cap() <= keep {
-		body.Reset()
-		ex.body = body
-	}
 	if capture.Cap() <= keep {
 		capture.Reset()
 		ex.capture = capture
@@ -284,17 +307,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	limit := p.cfg.BodyLimit
 	oversize := false
 	ex := p.getExchange()
-	var locked *lockedReader
 	if mirror {
 		if r.ContentLength > limit {
 			oversize = true
 		} else if r.Body != nil && r.Body != http.NoBody {
-			if r.ContentLength > 0 {
-				ex.body.Grow(int(r.ContentLength) + 1)
-			}
-			ex.lr = io.LimitedReader{R: r.Body, N: limit + 1}
-			_, err := ex.body.ReadFrom(&ex.lr)
-			ex.lr.R = nil
+			body, err := readUpTo(r.Body, r.ContentLength, limit+1)
 			switch {
 			case err != nil:
 				// The caller's body broke off: forward what arrived and the
@@ -302,27 +319,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				r.Body = struct {
 					io.Reader
 					io.Closer
-				}{io.MultiReader(bytes.NewReader(bytes.Clone(ex.body.Bytes())), errReader{err}), r.Body}
-				ex.body.Reset()
+				}{io.MultiReader(bytes.NewReader(body), errReader{err}), r.Body}
 				mirror = false
-			case int64(ex.body.Len()) > limit:
+			case int64(len(body)) > limit:
 				// Chunked (or lying) bodies over the limit: the buffered
 				// prefix, then the rest as it arrives.
 				oversize = true
 				r.Body = struct {
 					io.Reader
 					io.Closer
-				}{io.MultiReader(bytes.NewReader(bytes.Clone(ex.body.Bytes())), r.Body), r.Body}
-				ex.body.Reset()
+				}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
 			default:
-				ex.hasBody = true
-				// The transport may read the body after RoundTrip returns
-				// (RoundTripper's contract); lockedReader ends that when
-				// closed below, before the buffer is shared or reused.
-				locked = &lockedReader{}
-				locked.r.Reset(ex.body.Bytes())
-				r.Body = locked
-				r.ContentLength = int64(ex.body.Len())
+				ex.body, ex.hasBody = body, true
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				r.ContentLength = int64(len(body))
 				// The proxy has taken the body on the primary's behalf:
 				// asking the primary for 100-continue would only add a
 				// round trip.
@@ -334,9 +344,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.limit = limit
 	}
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, ex)))
-	if locked != nil {
-		_ = locked.Close()
-	}
 	latency := time.Since(start)
 
 	obs := Observation{PrimaryLatency: latency}
@@ -384,33 +391,31 @@ type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
-// errBodyClosed is what a transport reading a request body after the proxy
-// closed it gets.
-var errBodyClosed = errors.New("shadow proxy: request body read after close")
-
-// lockedReader serves a buffered body to a transport until it is closed;
-// after Close returns, no Read touches the buffer again, so the buffer can
-// be shared or reused.
-type lockedReader struct {
-	mu     sync.Mutex
-	r      bytes.Reader
-	closed bool
-}
-
-func (l *lockedReader) Read(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return 0, errBodyClosed
+// readUpTo reads r to its end or to max bytes, whichever comes first, into
+// a new slice. A known length (hint) sizes the slice once, with a byte to
+// spare so that the end of the body is seen without growing it.
+func readUpTo(r io.Reader, hint, max int64) ([]byte, error) {
+	n := int64(512)
+	if hint >= 0 {
+		n = hint + 1
 	}
-	return l.r.Read(b)
-}
-
-func (l *lockedReader) Close() error {
-	l.mu.Lock()
-	l.closed = true
-	l.mu.Unlock()
-	return nil
+	buf := make([]byte, 0, min(n, max))
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) >= max {
+				return buf, nil
+			}
+			buf = slices.Grow(buf, int(min(int64(cap(buf)), max-int64(len(buf)))))
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // segmentOf resolves a request's raw segment value; DefaultSegment when the
@@ -421,7 +426,7 @@ func (p *Proxy) segmentOf(h http.Header, ex *exchange, bodyUnknown bool) string 
 	case p.cfg.SegmentHeader != "":
 		return h.Get(p.cfg.SegmentHeader)
 	case p.segPtr != nil && ex != nil && ex.hasBody && !bodyUnknown:
-		if v, err := p.segPtr.LookupJSON(ex.body.Bytes()); err == nil {
+		if v, err := p.segPtr.LookupJSON(ex.body); err == nil {
 			if val, err := valueOf(KindLabel, v); err == nil && val.Label != "null" {
 				return val.Label
 			}
@@ -480,15 +485,25 @@ func (c *captureBody) Close() error { return c.rc.Close() }
 
 func (p *Proxy) worker() {
 	defer p.wg.Done()
+	// Each request's timeout context hangs off the worker's own context
+	// rather than p.base directly, so that the workers do not all take
+	// p.base's lock to register and unregister every request.
+	base, cancel := context.WithCancel(p.base)
+	defer cancel()
+	var sc *shadowConn
+	if p.direct != "" {
+		sc = newShadowConn(p.base, p.direct)
+		defer sc.close()
+	}
 	for {
 		select {
 		case ex := <-p.queue:
-			p.mirror(ex)
+			p.mirror(base, sc, ex)
 		case <-p.quit:
 			for {
 				select {
 				case ex := <-p.queue:
-					p.mirror(ex)
+					p.mirror(base, sc, ex)
 				default:
 					return
 				}
@@ -502,9 +517,10 @@ func (p *Proxy) worker() {
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"}
 
-// mirror sends ex's copy to the shadow, compares, records, and recycles ex.
-// JSON parsing of both responses happens here, off the caller's path.
-func (p *Proxy) mirror(ex *exchange) {
+// mirror sends ex's copy to the shadow, over sc when it is not nil,
+// compares, records, and recycles ex. JSON parsing of both responses
+// happens here, off the caller's path.
+func (p *Proxy) mirror(base context.Context, sc *shadowConn, ex *exchange) {
 	defer p.putExchange(ex)
 	obs := Observation{Segment: ex.segment, PrimaryLatency: ex.latency}
 	if p.segPtr != nil {
@@ -522,36 +538,44 @@ func (p *Proxy) mirror(ex *exchange) {
 		return
 	}
 	obs.Primary = pv
-	ctx, cancel := context.WithTimeout(p.base, p.cfg.Timeout)
-	defer cancel()
-	req := p.shadowRequest(ctx, ex)
-	var body *lockedReader
-	if ex.hasBody {
-		body = &lockedReader{}
-		body.r.Reset(ex.body.Bytes())
-		req.Body, req.ContentLength = body, int64(ex.body.Len())
-	}
+	req := p.shadowRequest(ex)
+	var status int
+	timedOut := false
 	t0 := time.Now()
-	resp, err := p.shadow.RoundTrip(req)
-	if err == nil {
+	if sc != nil {
+		deadline := t0.Add(p.cfg.Timeout)
 		ex.capture.Reset() // the primary's copy is no longer needed
-		ex.lr = io.LimitedReader{R: resp.Body, N: p.cfg.BodyLimit + 1}
-		_, err = ex.capture.ReadFrom(&ex.lr)
-		ex.lr.R = nil
-		resp.Body.Close()
+		status, err = sc.roundTrip(req, ex.body, deadline, &ex.capture, p.cfg.BodyLimit)
+		timedOut = err != nil && (isDeadline(err) || !time.Now().Before(deadline))
+	} else {
+		ctx, cancel := context.WithTimeout(base, p.cfg.Timeout)
+		defer cancel()
+		req = req.WithContext(ctx)
+		if len(ex.body) > 0 {
+			req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(ex.body)), int64(len(ex.body))
+		}
+		var resp *http.Response
+		resp, err = p.shadow.RoundTrip(req)
+		if err == nil {
+			ex.capture.Reset() // the primary's copy is no longer needed
+			ex.lr = io.LimitedReader{R: resp.Body, N: p.cfg.BodyLimit + 1}
+			_, err = ex.capture.ReadFrom(&ex.lr)
+			ex.lr.R = nil
+			resp.Body.Close()
+			status = resp.StatusCode
+		}
+		timedOut = err != nil && ctx.Err() != nil
+	}
+	if err == nil {
 		obs.ShadowLatency = time.Since(t0)
 		switch {
-		case err != nil:
-		case resp.StatusCode < 200 || resp.StatusCode > 299:
-			err = fmt.Errorf("shadow status %d", resp.StatusCode)
+		case status < 200 || status > 299:
+			err = fmt.Errorf("shadow status %d", status)
 		case int64(ex.capture.Len()) > p.cfg.BodyLimit:
 			err = errors.New("shadow response over the body limit")
 		default:
 			obs.Shadow, err = p.cmp.Extract(ex.capture.Bytes())
 		}
-	}
-	if body != nil {
-		_ = body.Close()
 	}
 	switch {
 	case err == nil:
@@ -559,7 +583,7 @@ func (p *Proxy) mirror(ex *exchange) {
 	case p.base.Err() != nil:
 		// Cancelled by Shutdown's deadline: the shadow is not to blame.
 		obs.Outcome, obs.ShadowLatency = OutcomeDropped, 0
-	case ctx.Err() != nil:
+	case timedOut:
 		obs.Outcome, obs.ShadowLatency = OutcomeTimeout, 0
 	default:
 		obs.Outcome = OutcomeShadowError
@@ -571,7 +595,7 @@ func (p *Proxy) mirror(ex *exchange) {
 // body: same method, path and query under the shadow's base URL, the
 // caller's headers minus hop-by-hop ones and those the caller's Connection
 // header names.
-func (p *Proxy) shadowRequest(ctx context.Context, ex *exchange) *http.Request {
+func (p *Proxy) shadowRequest(ex *exchange) *http.Request {
 	u := *p.cfg.Shadow
 	u.Path = singleJoin(p.cfg.Shadow.Path, ex.path)
 	u.RawPath = ""
@@ -579,23 +603,37 @@ func (p *Proxy) shadowRequest(ctx context.Context, ex *exchange) *http.Request {
 		u.RawPath = singleJoin(p.cfg.Shadow.EscapedPath(), ex.rawPath)
 	}
 	u.RawQuery = ex.rawQuery
-	h := make(http.Header, len(ex.header))
-	for k, vs := range ex.header {
-		h[k] = vs
-	}
-	for _, c := range ex.header["Connection"] {
-		for _, f := range strings.Split(c, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				h.Del(f)
+	// The caller's header map is no longer touched by anyone else (the
+	// reverse proxy forwarded a clone), so it goes out as it is unless
+	// something has to be removed: most requests carry no hop-by-hop header.
+	h := ex.header
+	if hasHopHeaders(h) {
+		h = make(http.Header, len(ex.header))
+		for k, vs := range ex.header {
+			h[k] = vs
+		}
+		for _, c := range ex.header["Connection"] {
+			for _, f := range strings.Split(c, ",") {
+				if f = strings.TrimSpace(f); f != "" {
+					h.Del(f)
+				}
 			}
 		}
+		for _, k := range hopHeaders {
+			delete(h, k)
+		}
 	}
-	for _, k := range hopHeaders {
-		delete(h, k)
-	}
-	req := &http.Request{Method: ex.method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	return &http.Request{Method: ex.method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Host: u.Host, Body: http.NoBody}
-	return req.WithContext(ctx)
+}
+
+func hasHopHeaders(h http.Header) bool {
+	for _, k := range hopHeaders {
+		if _, ok := h[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func singleJoin(base, path string) string {
