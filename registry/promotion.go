@@ -186,6 +186,19 @@ var decisionInlineLimit = ledger.MaxEntrySize
 // errRetry ends an Append whose policy cache was stale; the caller retries.
 var errRetry = errors.New("policy set changed; retry")
 
+// retryStalePolicies runs once until it does not end with errRetry: the
+// policies are prepared outside the sequencer (compiling is slow) and a
+// publish that lands in between makes the attempt start again with the new
+// set, so that every decision is made by the set active when it commits.
+func retryStalePolicies[T any](once func() (T, error)) (T, error) {
+	for {
+		out, err := once()
+		if !errors.Is(err, errRetry) {
+			return out, err
+		}
+	}
+}
+
 // Promote records a promotion request and decides it with the active policy
 // set. A lost compare-and-swap (*ConflictError) and malformed requests
 // record nothing; every evaluated request is recorded with its decision,
@@ -220,13 +233,7 @@ func (r *Registry) Promote(ctx context.Context, actor Actor, in PromoteInput) (P
 			return PromotionResult{}, err
 		}
 	}
-	for {
-		out, err := r.promoteOnce(ctx, actor, in)
-		if errors.Is(err, errRetry) {
-			continue
-		}
-		return out, err
-	}
+	return retryStalePolicies(func() (PromotionResult, error) { return r.promoteOnce(ctx, actor, in) })
 }
 
 func (r *Registry) promoteOnce(ctx context.Context, actor Actor, in PromoteInput) (PromotionResult, error) {
@@ -325,13 +332,7 @@ func (r *Registry) Approve(ctx context.Context, actor Actor, in ApproveInput) (P
 	if err := validText("comment", in.Comment, maxTextLen); err != nil {
 		return PromotionResult{}, err
 	}
-	for {
-		out, err := r.approveOnce(ctx, actor, in)
-		if errors.Is(err, errRetry) {
-			continue
-		}
-		return out, err
-	}
+	return retryStalePolicies(func() (PromotionResult, error) { return r.approveOnce(ctx, actor, in) })
 }
 
 func (r *Registry) approveOnce(ctx context.Context, actor Actor, in ApproveInput) (PromotionResult, error) {
