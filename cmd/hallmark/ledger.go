@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -191,7 +192,7 @@ func runLedgerKey(ctx context.Context, e *env, args []string) error {
 
 // remoteFlags are the flags of commands that can read a served ledger.
 type remoteFlags struct {
-	dataDir, server, logKey, origin, store *string
+	dataDir, server, logKey, origin, store, tlsCA *string
 }
 
 func addRemoteFlags(fs *flag.FlagSet) remoteFlags {
@@ -201,6 +202,7 @@ func addRemoteFlags(fs *flag.FlagSet) remoteFlags {
 		logKey:  fs.String("log-key", "", "with --server: the log's verifier key (default: the key trusted before for the origin)"),
 		origin:  fs.String("origin", "", "with --server: the log's origin (default: the key's name, or "+ledger.DefaultOrigin+")"),
 		store:   fs.String("checkpoint-store", "", "with --server: directory of seen checkpoints and trusted keys (default $XDG_CONFIG_HOME/hallmark/checkpoints)"),
+		tlsCA:   fs.String("tls-ca", "", "with an https:// --server: PEM file of the CA that signed its certificate, trusted instead of the system's CAs (env HALLMARK_TLS_CA)"),
 	}
 }
 
@@ -211,7 +213,7 @@ func (r remoteFlags) check(fs *flag.FlagSet) error {
 		return usagef("give --data-dir or --server, not both")
 	}
 	if *r.server == "" {
-		for _, n := range []string{"log-key", "origin", "checkpoint-store"} {
+		for _, n := range []string{"log-key", "origin", "checkpoint-store", "tls-ca"} {
 			if wasSet(fs, n) {
 				return usagef("--%s needs --server", n)
 			}
@@ -266,7 +268,11 @@ func (r remoteFlags) dial(ctx context.Context, e *env) (*client.Client, client.C
 	if origin == "" {
 		origin = v.Name()
 	}
-	c, err := client.New(*r.server, client.Options{Verifier: v, Origin: origin, Store: store})
+	hc, err := r.httpClient(e)
+	if err != nil {
+		return nil, none, err
+	}
+	c, err := client.New(*r.server, client.Options{Verifier: v, Origin: origin, Store: store, HTTPClient: hc})
 	if err != nil {
 		return nil, none, err
 	}
@@ -284,6 +290,29 @@ func (r remoteFlags) dial(ctx context.Context, e *env) (*client.Client, client.C
 		}
 	}
 	return c, cp, nil
+}
+
+// httpClient is nil (the client's default) unless --tls-ca or
+// HALLMARK_TLS_CA names the CA of an https:// server. The ledger's read
+// paths are public, so no client certificate is needed.
+func (r remoteFlags) httpClient(e *env) (*http.Client, error) {
+	ca, from := *r.tlsCA, "--tls-ca"
+	if ca == "" {
+		ca, from = e.getenv("HALLMARK_TLS_CA"), "HALLMARK_TLS_CA"
+	}
+	if ca == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(*r.server, "https://") {
+		return nil, usagef("%s is for https:// servers, and --server is %s: use its https:// URL, or drop %s", from, *r.server, from)
+	}
+	cfg, err := clientTLS(ca, "", "", map[string]string{"tls-ca": from}, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
 }
 
 // keyMismatchError explains a server whose checkpoints are signed by another

@@ -48,6 +48,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	agentID := fs.String("agent-id", "", "agent id in evidence batches (default: host name)")
 	registry := fs.String("registry", "", "registry URL to report evidence to")
 	registryToken := fs.String("registry-token", "", "bearer token for the registry (default $HALLMARK_TOKEN)")
+	registryCA := fs.String("registry-tls-ca", "", "with an https:// --registry: PEM file of the CA that signed its certificate, trusted instead of the system's CAs (default $HALLMARK_TLS_CA)")
 	evidenceDir := fs.String("evidence-dir", "", "write signed evidence batches into this directory")
 	queue := fs.Int("queue", 1024, "mirror queue size; a full queue drops copies (counted)")
 	workers := fs.Int("workers", 64, "concurrent shadow requests (fewer workers than concurrent callers drop copies even for a fast shadow)")
@@ -74,7 +75,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	reporter, err := shadowReporter(e, *registry, *registryToken, *evidenceDir, *deployment, agentID)
+	reporter, err := shadowReporter(e, *registry, *registryToken, *registryCA, *evidenceDir, *deployment, agentID)
 	if err != nil {
 		return err
 	}

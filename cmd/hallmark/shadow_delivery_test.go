@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -44,14 +46,41 @@ func TestLoggingReporterPrintsEachFailureOnce(t *testing.T) {
 func TestShadowReporterRefusesAnotherAgentID(t *testing.T) {
 	e := &env{getenv: func(string) string { return "" }}
 	id := "proxy-1"
-	_, err := shadowReporter(e, "http://127.0.0.1:1", "hm_x", "", "shd_x", &id)
+	_, err := shadowReporter(e, "http://127.0.0.1:1", "hm_x", "", "", "shd_x", &id)
 	var ue usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), `deployment id "shd_x"`) {
 		t.Fatalf("--agent-id other than the deployment with --registry: got %v, want a usage error naming the deployment id", err)
 	}
 	// Without a registry, batches go to files and any agent id will do.
-	if _, err := shadowReporter(e, "", "", t.TempDir(), "shd_x", &id); err != nil {
+	if _, err := shadowReporter(e, "", "", "", t.TempDir(), "shd_x", &id); err != nil {
 		t.Fatalf("--agent-id with --evidence-dir only: %v", err)
+	}
+}
+
+func TestShadowReporterRegistryCA(t *testing.T) {
+	e := &env{getenv: func(string) string { return "" }}
+	id := ""
+	_, err := shadowReporter(e, "http://127.0.0.1:1", "hm_x", "ca.pem", "", "shd_x", &id)
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--registry-tls-ca is for an https:// registry") {
+		t.Fatalf("a CA for an http:// registry: got %v, want a usage error", err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := shadowReporter(e, "https://127.0.0.1:1", "hm_x", missing, "", "shd_x", &id); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("a missing CA file: got %v, want an error naming it", err)
+	}
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e = &env{getenv: func(k string) string {
+		if k == "HALLMARK_TLS_CA" {
+			return notPEM
+		}
+		return ""
+	}}
+	if _, err := shadowReporter(e, "https://127.0.0.1:1", "hm_x", "", "", "shd_x", &id); err == nil || !strings.Contains(err.Error(), "HALLMARK_TLS_CA") {
+		t.Fatalf("HALLMARK_TLS_CA naming a file without a certificate: got %v, want an error naming the variable", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -60,7 +61,7 @@ func (t teeReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error {
 // the registry at registryURL (with the deployment's agent token; the agent
 // id then defaults to the deployment id, which is the agent principal's
 // id), files in evidenceDir, both, or nowhere (nil).
-func shadowReporter(e *env, registryURL, token, evidenceDir, deployment string, agentID *string) (shadow.Reporter, error) {
+func shadowReporter(e *env, registryURL, token, registryCA, evidenceDir, deployment string, agentID *string) (shadow.Reporter, error) {
 	var local shadow.Reporter
 	if evidenceDir != "" {
 		if err := os.MkdirAll(evidenceDir, 0o755); err != nil {
@@ -89,6 +90,20 @@ func shadowReporter(e *env, registryURL, token, evidenceDir, deployment string, 
 		return nil, usagef("--agent-id %q: the registry takes evidence only from the deployment's own agent, whose id is the deployment id %q; leave --agent-id out", *agentID, deployment)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	ca, from := registryCA, "--registry-tls-ca"
+	if ca == "" {
+		ca, from = e.getenv("HALLMARK_TLS_CA"), "HALLMARK_TLS_CA"
+	}
+	if ca != "" {
+		if !strings.HasPrefix(registryURL, "https://") {
+			return nil, usagef("%s is for an https:// registry, and --registry is %s: use its https:// URL, or drop %s", from, registryURL, from)
+		}
+		cfg, err := clientTLS(ca, "", "", map[string]string{"tls-ca": from}, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = cfg
+	}
 	remote := newConnectReporter(&http.Client{Transport: tr}, registryURL, token, deployment)
 	if local != nil {
 		return teeReporter{local: local, remote: remote}, nil

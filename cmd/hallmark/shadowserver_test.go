@@ -78,7 +78,7 @@ func TestShadowCommands(t *testing.T) {
 
 	// The proxy's reporter, as `shadow proxy --registry` builds it.
 	agentID := ""
-	rep, err := shadowReporter(&env{getenv: func(string) string { return "" }}, s.url, creds.AgentToken, "", creds.DeploymentID, &agentID)
+	rep, err := shadowReporter(&env{getenv: func(string) string { return "" }}, s.url, creds.AgentToken, "", "", creds.DeploymentID, &agentID)
 	if err != nil || agentID != creds.DeploymentID {
 		t.Fatalf("shadowReporter: %v, agent id %q", err, agentID)
 	}
@@ -147,13 +147,13 @@ func TestShadowCommands(t *testing.T) {
 func TestShadowReporterFlags(t *testing.T) {
 	e := &env{getenv: func(string) string { return "" }}
 	id := ""
-	if _, err := shadowReporter(e, "http://127.0.0.1:1", "", "", "shd_x", &id); err == nil || !strings.Contains(err.Error(), "agent token") {
+	if _, err := shadowReporter(e, "http://127.0.0.1:1", "", "", "", "shd_x", &id); err == nil || !strings.Contains(err.Error(), "agent token") {
 		t.Errorf("no token: got %v", err)
 	}
-	if _, err := shadowReporter(e, "127.0.0.1:1", "hm_x", "", "shd_x", &id); err == nil {
+	if _, err := shadowReporter(e, "127.0.0.1:1", "hm_x", "", "", "shd_x", &id); err == nil {
 		t.Errorf("bad URL: got no error")
 	}
-	if r, err := shadowReporter(e, "", "", "", "shd_x", &id); r != nil || err != nil {
+	if r, err := shadowReporter(e, "", "", "", "", "shd_x", &id); r != nil || err != nil {
 		t.Errorf("nowhere: got %v, %v", r, err)
 	}
 }

@@ -104,6 +104,20 @@ func TestCLIOverMTLS(t *testing.T) {
 		return []string{"--server", url, "--tls-ca", f.caFile, "--client-cert", cert, "--client-key", key}
 	}
 
+	// The ledger's public read paths over HTTPS: trusted through --tls-ca,
+	// refused without it (the test CA is in no system pool).
+	lk := regexp.MustCompile(`log key (\S+)`).FindStringSubmatch(printed)
+	if lk == nil {
+		t.Fatalf("serve printed no log key:\n%s", printed)
+	}
+	store := t.TempDir()
+	if code, out, errOut := runCmd(t, "", "ledger", "checkpoint", "--server", url, "--tls-ca", f.caFile, "--log-key", lk[1], "--checkpoint-store", store); code != 0 || !strings.HasPrefix(out, "hallmark.local/ledger\n") {
+		t.Fatalf("ledger checkpoint over HTTPS: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, "", "ledger", "checkpoint", "--server", url, "--log-key", lk[1], "--checkpoint-store", store); code == 0 || !strings.Contains(errOut, "certificate") {
+		t.Fatalf("ledger checkpoint without --tls-ca: exit %d, want a certificate error\n%s", code, errOut)
+	}
+
 	// A token over HTTPS.
 	if code, out, errOut := runCmd(t, "", "models", "--server", url, "--tls-ca", f.caFile, "--token", adminTok); code != 0 || !strings.Contains(out, "MODEL") {
 		t.Fatalf("models with a token over HTTPS: exit %d\n%s%s", code, out, errOut)
