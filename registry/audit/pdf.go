@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-pdf/fpdf"
 	"golang.org/x/image/font/gofont/gobold"
@@ -71,8 +72,14 @@ func (d *pdfDoc) pdfText(s string) string {
 	if d.mono {
 		font, cache = glyphMono, d.mcache
 	}
-	ok := true
+	// Invalid UTF-8 takes the slow path, which writes each bad byte as
+	// U+FFFD: fpdf's UTF-16 conversion indexes past the end of a truncated
+	// sequence (found by FuzzRender).
+	ok := utf8.ValidString(s)
 	for _, r := range s {
+		if !ok {
+			break
+		}
 		if !d.has(font, cache, r) {
 			ok = false
 			break
