@@ -52,19 +52,26 @@ deny contains {"rule": "evidence.mismatch", "message": msg} if {
 # every scope, and when it holds those rules have nothing to find. When it
 # does not hold (or a field is missing), they run and say exactly what
 # failed. The comparisons are the complements of the rules' conditions.
+# Thresholds are bound to locals once, outside the loop: a reference to
+# data inside it would be resolved again for every scope.
 evidence_clean if {
 	s := data.hallmark.settings.evidence
 	ev := input.evidence
 	need := max([ev.min_sample, s.min_sample])
 	ev.overall.requests >= s.min_requests
+	agreement := s.min_agreement_lower
+	latency := s.max_p99_latency_ratio
+	errors := s.max_error_rate
+	psi := s.warn_psi
+	drops := s.warn_drop_rate
 	every seg in array.concat([ev.overall], [seg | some seg in ev.segments]) {
 		seg.sufficient == true
 		seg.n >= need
-		seg.agreement.lower >= s.min_agreement_lower
-		seg.latency_ms.p99_ratio <= s.max_p99_latency_ratio
-		seg.error_rate <= s.max_error_rate
-		seg.psi <= s.warn_psi
-		seg.drop_rate <= s.warn_drop_rate
+		seg.agreement.lower >= agreement
+		seg.latency_ms.p99_ratio <= latency
+		seg.error_rate <= errors
+		seg.psi <= psi
+		seg.drop_rate <= drops
 	}
 }
 
@@ -138,9 +145,13 @@ evidence_warnings contains {"rule": "evidence.drops", "message": msg} if {
 
 # ---- freshness ------------------------------------------------------------------
 
+# The age is compared in nanoseconds (3600000000000 is one hour): for a
+# whole number of hours the product is exact integer arithmetic, where
+# dividing the age first goes through big floats on every decision. The
+# division only runs for the message.
 warn contains {"rule": "evidence.stale", "message": msg} if {
 	age_ns := time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(input.evidence.updated_at)
-	hours := age_ns / 3600000000000 # one hour in nanoseconds
-	hours > data.hallmark.settings.evidence.warn_age_hours
+	age_ns > data.hallmark.settings.evidence.warn_age_hours * 3600000000000
+	hours := age_ns / 3600000000000
 	msg := sprintf("shadow evidence was last updated %d hours before this decision", [floor(hours)])
 }
