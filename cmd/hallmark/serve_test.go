@@ -55,11 +55,21 @@ func serveOnce(t *testing.T, dataDir string) (url, printed string, stop func()) 
 	go func() {
 		errc <- serve(ctx, serveConfig{DataDir: dataDir, ShutdownTimeout: 5 * time.Second, Command: "hallmark"}, ln, out)
 	}()
+	stop = awaitServing(t, out, errc, cancel)
+	return "http://" + ln.Addr().String(), out.String(), stop
+}
+
+// awaitServing waits until a serve started in the background has printed
+// its log key (it is then ready), failing the test if it exits first or
+// takes over 10 s, and returns an idempotent stop that cancels it and
+// checks that it shut down cleanly; the stop also runs at cleanup.
+func awaitServing(t *testing.T, out *syncBuffer, errc <-chan error, cancel context.CancelFunc) (stop func()) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "log key ") {
 		select {
 		case err := <-errc:
-			t.Fatalf("serve exited early: %v", err)
+			t.Fatalf("serve exited early: %v; printed %q", err, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -78,7 +88,7 @@ func serveOnce(t *testing.T, dataDir string) (url, printed string, stop func()) 
 		}
 	}
 	t.Cleanup(stop)
-	return "http://" + ln.Addr().String(), out.String(), stop
+	return stop
 }
 
 // TestServeFirstRunHints checks what serve prints for the operator: on the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -45,31 +46,15 @@ func runServeCmd(t *testing.T, args ...string) (printed string, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out, errOut := &syncBuffer{}, &syncBuffer{}
 	e := &env{stdin: strings.NewReader(""), stdout: out, stderr: errOut, getenv: func(string) string { return "" }}
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, e, append([]string{"serve"}, args...)) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "log key ") {
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited early with %d: %s%s", code, out, errOut)
-		default:
+	errc := make(chan error, 1)
+	go func() {
+		if code := run(ctx, e, append([]string{"serve"}, args...)); code != 0 {
+			errc <- fmt.Errorf("exit code %d: %s", code, errOut)
+			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not start; printed %q", out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if code := <-done; code != 0 {
-				t.Errorf("serve exited with %d: %s", code, errOut)
-			}
-		}
-	}
-	t.Cleanup(stop)
+		errc <- nil
+	}()
+	stop = awaitServing(t, out, errc, cancel)
 	return out.String(), stop
 }
 
