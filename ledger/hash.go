@@ -51,8 +51,11 @@ func nodeHash(l, r Hash) Hash {
 	return sha256.Sum256(buf[:])
 }
 
-// hashChildren adapts nodeHash to the []byte signature of the merkle module.
-func hashChildren(l, r []byte) []byte {
+// HashChildren is the RFC 6962 interior hash SHA-256(0x01 || l || r) in the
+// []byte form the merkle module's proof and range code takes, without the
+// rfc6962 hasher's per-call digest allocation: proof rebuilding calls it
+// once per level per proof.
+func HashChildren(l, r []byte) []byte {
 	var buf [65]byte
 	buf[0] = 1
 	copy(buf[1:33], l)

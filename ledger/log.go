@@ -108,7 +108,7 @@ type seqState struct {
 	scratch []byte // reused to encode tiles into batches
 }
 
-var rangeFactory = &compact.RangeFactory{Hash: hashChildren}
+var rangeFactory = &compact.RangeFactory{Hash: HashChildren}
 
 // Open opens or creates the ledger in dir, which holds the pebble store
 // (dir/db) and by default the signer key (dir/log.key). A new store gets an

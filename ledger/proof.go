@@ -136,7 +136,7 @@ func (l *Log) buildProof(ns proof.Nodes) ([]Hash, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building proof: %w", err)
 	}
-	hs, err = ns.Rehash(hs, hashChildren)
+	hs, err = ns.Rehash(hs, HashChildren)
 	if err != nil {
 		return nil, fmt.Errorf("building proof: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 
+	"github.com/hallmark-dev/hallmark/ledger"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 )
@@ -86,7 +87,7 @@ func (p *rangeProver) proof(index uint64) ([]hash, error) {
 		}
 		hs[i] = h[:]
 	}
-	hs, err = ns.Rehash(hs, hashChildren)
+	hs, err = ns.Rehash(hs, ledger.HashChildren)
 	if err != nil {
 		return nil, fmt.Errorf("inclusion proof of entry %d: %w", index, err)
 	}
@@ -95,13 +96,4 @@ func (p *rangeProver) proof(index uint64) ([]hash, error) {
 		out[i] = hash(hs[i])
 	}
 	return out, nil
-}
-
-func hashChildren(l, r []byte) []byte {
-	var buf [65]byte
-	buf[0] = 1
-	copy(buf[1:33], l)
-	copy(buf[33:], r)
-	h := sha256.Sum256(buf[:])
-	return h[:]
 }
