@@ -938,13 +938,9 @@ func applyRequested(tx stateTx, index uint64, e *promotionRequestedEvent, hd hea
 	if err := validName("alias", e.Alias, maxNameLen); err != nil {
 		return reject("%v", err)
 	}
-	var v Version
-	found, err := getJSON(tx, versionKey(e.Model, e.Version), &v)
+	v, err := projectedVersion(tx, e.Model, e.Version)
 	if err != nil {
 		return err
-	}
-	if !found {
-		return reject("version %s of model %q does not exist", e.Version, e.Model)
 	}
 	if v.Label != e.Label {
 		return reject("version %s has label %q, not %q", e.Version, v.Label, e.Label)

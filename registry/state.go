@@ -135,6 +135,20 @@ func reject(format string, args ...any) error {
 	return &rejection{reason: fmt.Sprintf(format, args...)}
 }
 
+// projectedVersion reads the version an event names, rejecting the event
+// when the projection has no such version.
+func projectedVersion(tx stateTx, model, digest string) (Version, error) {
+	var v Version
+	found, err := getJSON(tx, versionKey(model, digest), &v)
+	if err != nil {
+		return Version{}, err
+	}
+	if !found {
+		return Version{}, reject("version %s of model %q does not exist", digest, model)
+	}
+	return v, nil
+}
+
 // blobReader reads manifest blobs during apply.
 type blobReader interface {
 	Open(ctx context.Context, d blob.Digest) (*blob.Reader, error)
@@ -305,13 +319,9 @@ func (p *projector) applyEvent(ctx context.Context, tx stateTx, index uint64, ev
 		return p.applyVersionCreated(ctx, tx, index, e, hd, t)
 
 	case *signatureVerifiedEvent:
-		var v Version
-		found, err := getJSON(tx, versionKey(e.Model, e.Version), &v)
+		v, err := projectedVersion(tx, e.Model, e.Version)
 		if err != nil {
 			return err
-		}
-		if !found {
-			return reject("version %s of model %q does not exist", e.Version, e.Model)
 		}
 		if v.Signature.Present {
 			return reject("version %s of model %q already has a signature result", e.Version, e.Model)
@@ -334,13 +344,9 @@ func (p *projector) applyEvent(ctx context.Context, tx stateTx, index uint64, ev
 		if err := validName("alias", e.Alias, maxNameLen); err != nil {
 			return reject("%v", err)
 		}
-		var v Version
-		found, err := getJSON(tx, versionKey(e.Model, e.Version), &v)
+		v, err := projectedVersion(tx, e.Model, e.Version)
 		if err != nil {
 			return err
-		}
-		if !found {
-			return reject("version %s of model %q does not exist", e.Version, e.Model)
 		}
 		if v.Label != e.Label {
 			return reject("version %s has label %q, not %q", e.Version, v.Label, e.Label)
@@ -372,13 +378,9 @@ func (p *projector) applyEvent(ctx context.Context, tx stateTx, index uint64, ev
 		return setJSON(tx, historyKey(e.Model, e.Alias, index), a)
 
 	case *versionRevokedEvent:
-		var v Version
-		found, err := getJSON(tx, versionKey(e.Model, e.Version), &v)
+		v, err := projectedVersion(tx, e.Model, e.Version)
 		if err != nil {
 			return err
-		}
-		if !found {
-			return reject("version %s of model %q does not exist", e.Version, e.Model)
 		}
 		if v.Revoked {
 			return reject("version %s of model %q is already revoked", e.Version, e.Model)
