@@ -382,15 +382,6 @@ func (b *transferBar) tracker() func(done, total int64) {
 	}
 }
 
-func (b *transferBar) add(n int64) {
-	if b.bar == nil {
-		return
-	}
-	b.mu.Lock()
-	b.bar.Add64(n)
-	b.mu.Unlock()
-}
-
 func (b *transferBar) finish() {
 	if b.bar == nil {
 		return

@@ -184,18 +184,13 @@ func uploadFiles(ctx context.Context, e *env, c *registryClients, dir string, is
 		g.Go(func() error {
 			d := blob.Digest(f.Digest)
 			bc := c.blobs(bar.tracker())
-			if n, err := bc.Stat(ctx, d); err == nil && n == f.Size {
-				bar.add(f.Size)
-				return nil // the server has it: skip the transfer
-			} else if err != nil && !errors.Is(err, blob.ErrNotFound) {
-				return rpcError(fmt.Sprintf("checking %q on the server", f.Path), err)
-			}
 			path := dir
 			if isDir {
 				path = filepath.Join(dir, filepath.FromSlash(f.Path))
 			}
 			// Sent under the manifest's digest without hashing again: the
-			// server hashes as it receives and refuses other bytes.
+			// server hashes as it receives and refuses other bytes. A blob
+			// the server already has is skipped (and counted as done).
 			err := bc.UploadDigest(ctx, path, d, f.Size)
 			if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrSizeMismatch) {
 				return fmt.Errorf("uploading %q: file changed while pushing (hashed %s): %w", f.Path, d, err)
