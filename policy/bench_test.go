@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"runtime/debug"
 	"slices"
 	"testing"
 	"time"
@@ -54,7 +56,9 @@ func reportQuantiles(b *testing.B, times []time.Duration) {
 }
 
 // BenchmarkReplay measures replay throughput of the default pack over a
-// batch of 2,000 recorded production decisions, on GOMAXPROCS workers.
+// batch of 2,000 recorded production decisions, on GOMAXPROCS workers: with
+// the default GOGC, and with GOGC=400 as `hallmark policy replay` runs it
+// (cmd/hallmark tuneBatchGC).
 func BenchmarkReplay(b *testing.B) {
 	ctx := context.Background()
 	p, err := Prepare(ctx, DefaultSet(), Options{SkipInputValidation: true, Timeout: testTimeout})
@@ -68,39 +72,65 @@ func BenchmarkReplay(b *testing.B) {
 		in, _ := json.Marshal(m)
 		records[i] = Recorded{ID: string(rune('a' + i%26)), Input: in, Result: Decision{Allow: true}}
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	n := 0
-	for b.Loop() {
-		if _, err := Replay(ctx, p, records); err != nil {
-			b.Fatal(err)
+	for _, gogc := range []int{0, 400} { // 0: leave GOGC as the environment set it
+		name := "gogc=default"
+		if gogc > 0 {
+			name = fmt.Sprintf("gogc=%d", gogc)
 		}
-		n += len(records)
+		b.Run(name, func(b *testing.B) {
+			if gogc > 0 {
+				defer debug.SetGCPercent(debug.SetGCPercent(gogc))
+			}
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				if _, err := Replay(ctx, p, records); err != nil {
+					b.Fatal(err)
+				}
+				n += len(records)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "decisions/s")
+		})
 	}
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "decisions/s")
 }
 
 // BenchmarkDecideInput measures the evaluation alone, on an input parsed
 // once (as the registry does when it evaluates the active set and a dry-run
-// draft on the same input).
+// draft on the same input): a production promotion the default pack allows,
+// and the same request still waiting for its second approval (most of a
+// request's evaluations are of that kind: one when it is made and one per
+// approval).
 func BenchmarkDecideInput(b *testing.B) {
-	p := defaultPolicy(b)
-	in, err := ParseInput(marshal(b, readInput(b, "production")))
-	if err != nil {
-		b.Fatal(err)
+	for _, tc := range []struct {
+		name      string
+		approvals int
+		allow     bool
+	}{
+		{"allowed", 2, true},
+		{"waiting", 1, false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			p := defaultPolicy(b)
+			m := readInput(b, "production")
+			m["approvals"] = m["approvals"].([]any)[:tc.approvals]
+			in, err := ParseInput(marshal(b, m))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			times := make([]time.Duration, 0, 1<<16)
+			b.ReportAllocs()
+			for b.Loop() {
+				start := time.Now()
+				d, err := p.DecideInput(ctx, in)
+				times = append(times, time.Since(start))
+				if err != nil || d.Allow != tc.allow {
+					b.Fatalf("DecideInput: %v %+v", err, d)
+				}
+			}
+			reportQuantiles(b, times)
+		})
 	}
-	ctx := context.Background()
-	times := make([]time.Duration, 0, 1<<16)
-	b.ReportAllocs()
-	for b.Loop() {
-		start := time.Now()
-		d, err := p.DecideInput(ctx, in)
-		times = append(times, time.Since(start))
-		if err != nil || !d.Allow {
-			b.Fatalf("DecideInput: %v %+v", err, d)
-		}
-	}
-	reportQuantiles(b, times)
 }
 
 // BenchmarkParseInput measures input parsing and schema validation alone.

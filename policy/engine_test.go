@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -381,4 +383,80 @@ func TestParseDecisionRoundTrip(t *testing.T) {
 	if _, err := ParseDecision([]byte(`{"allow": true, "bogus": 1}`)); err == nil {
 		t.Fatal("unknown field: got nil error")
 	}
+}
+
+// TestEvidenceFastPathMatchesFullRules checks the default pack's shortcut:
+// when input.evidence.worst meets every threshold the per-scope rules are
+// skipped, so on random evidence, with values on both sides of each
+// threshold, every decision (reasons and messages included) must equal the
+// one reached without input.evidence.worst, which runs every rule.
+func TestEvidenceFastPathMatchesFullRules(t *testing.T) {
+	p := defaultPolicy(t)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(5, 6))
+	pick := func(vs ...any) any { return vs[r.IntN(len(vs))] }
+	allowed, denied := 0, 0
+	scopes := []string{"overall", "segments/default", "segments/eu"}
+	// Each statistic with values at and just past its default threshold.
+	stats := []struct {
+		path   string
+		values []any
+	}{
+		{"n", []any{199, 200, 201}},
+		{"sufficient", []any{true, false}},
+		{"agreement/lower", []any{0.949, 0.95}},
+		{"latency_ms/p99_ratio", []any{1.5, 1.501}},
+		{"error_rate", []any{0.01, 0.0101}},
+		{"psi", []any{0.1, 0.1001}},
+		{"drop_rate", []any{0.05, 0.0501}},
+	}
+	for i := range 1000 {
+		m := readInput(t, "production")
+		// A passing summary with zero to three statistics moved to their
+		// threshold, one at a time or together, in any scope.
+		for range r.IntN(4) {
+			st := stats[r.IntN(len(stats))]
+			set(t, m, "evidence/"+scopes[r.IntN(len(scopes))]+"/"+st.path, pick(st.values...))
+		}
+		if r.IntN(6) == 0 {
+			set(t, m, "evidence/overall/requests", pick(999, 1000))
+		}
+		if r.IntN(6) == 0 {
+			set(t, m, "evidence/min_sample", pick(200, 900, 901))
+		}
+		if r.IntN(6) == 0 {
+			set(t, m, "evidence/updated_at", pick("2026-11-16T10:00:00Z", "2026-11-16T09:59:59Z"))
+		}
+		if r.IntN(10) == 0 {
+			set(t, m, "evidence/alias", "staging")
+		}
+		if r.IntN(10) == 0 {
+			set(t, m, "request/alias", "staging")
+		}
+		fast, err := p.Decide(ctx, marshal(t, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m["evidence"].(map[string]any)["worst"]; !ok {
+			t.Fatal("input has no evidence.worst")
+		}
+		delete(m["evidence"].(map[string]any), "worst")
+		full, err := p.Decide(ctx, marshal(t, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fast, full) {
+			t.Fatalf("case %d: with evidence.worst %+v\nwithout %+v\ninput %s", i, fast, full, marshal(t, m))
+		}
+		if fast.Allow {
+			allowed++
+		} else {
+			denied++
+		}
+	}
+	// Both outcomes must be well represented, or the test proves little.
+	if allowed < 20 || denied < 20 {
+		t.Fatalf("random inputs gave %d allowed and %d denied decisions; want both ≥ 20", allowed, denied)
+	}
+	t.Logf("%d allowed, %d denied", allowed, denied)
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,7 +71,51 @@ func set(tb testing.TB, doc map[string]any, path string, v any) map[string]any {
 	} else {
 		m[parts[len(parts)-1]] = v
 	}
+	if strings.HasPrefix(path, "evidence/") && !strings.HasPrefix(path, "evidence/worst") {
+		refreshWorst(tb, doc)
+	}
 	return doc
+}
+
+// refreshWorst recomputes evidence.worst from the overall summary and the
+// segments, as hallmark does when it builds an input, so that a test that
+// edits one segment edits the summary consistently.
+func refreshWorst(tb testing.TB, doc map[string]any) {
+	tb.Helper()
+	ev, ok := doc["evidence"].(map[string]any)
+	if !ok {
+		return
+	}
+	scopes := []map[string]any{ev["overall"].(map[string]any)}
+	for _, seg := range ev["segments"].(map[string]any) {
+		scopes = append(scopes, seg.(map[string]any))
+	}
+	num := func(s map[string]any, path ...string) float64 {
+		var v any = s
+		for _, p := range path {
+			v = v.(map[string]any)[p]
+		}
+		switch n := v.(type) {
+		case float64:
+			return n
+		case int:
+			return float64(n)
+		}
+		tb.Fatalf("evidence %v is %T, not a number", path, v)
+		return 0
+	}
+	w := map[string]any{"sufficient": true, "n": math.Inf(1), "agreement_lower": math.Inf(1),
+		"p99_latency_ratio": 0.0, "error_rate": 0.0, "psi": 0.0, "drop_rate": 0.0}
+	for _, s := range scopes {
+		w["sufficient"] = w["sufficient"].(bool) && s["sufficient"] == true
+		w["n"] = math.Min(w["n"].(float64), num(s, "n"))
+		w["agreement_lower"] = math.Min(w["agreement_lower"].(float64), num(s, "agreement", "lower"))
+		w["p99_latency_ratio"] = math.Max(w["p99_latency_ratio"].(float64), num(s, "latency_ms", "p99_ratio"))
+		for _, k := range []string{"error_rate", "psi", "drop_rate"} {
+			w[k] = math.Max(w[k].(float64), num(s, k))
+		}
+	}
+	ev["worst"] = w
 }
 
 func marshal(tb testing.TB, v any) []byte {

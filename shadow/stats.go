@@ -88,6 +88,45 @@ type Summary struct {
 	MinSample    uint64                    `json:"min_sample"`
 	Overall      SegmentSummary            `json:"overall"`
 	Segments     map[string]SegmentSummary `json:"segments"`
+	Worst        Worst                     `json:"worst"`
+}
+
+// Worst is the least favourable value of each per-scope statistic over the
+// overall summary and every segment. A policy that needs a threshold met in
+// every scope can test it once here instead of iterating over the segments
+// (each iteration is evaluated, not compiled, and the default pack's
+// decision time is mostly that); the per-segment figures are still there to
+// say which scope failed.
+type Worst struct {
+	Sufficient      bool    `json:"sufficient"`        // every scope is sufficient
+	N               uint64  `json:"n"`                 // smallest n
+	AgreementLower  float64 `json:"agreement_lower"`   // smallest agreement.lower
+	P99LatencyRatio float64 `json:"p99_latency_ratio"` // largest latency_ms.p99_ratio
+	ErrorRate       float64 `json:"error_rate"`        // largest error_rate
+	PSI             float64 `json:"psi"`               // largest psi
+	DropRate        float64 `json:"drop_rate"`         // largest drop_rate
+}
+
+// fold takes scope into w.
+func (w *Worst) fold(scope SegmentSummary) {
+	w.Sufficient = w.Sufficient && scope.Sufficient
+	w.N = min(w.N, scope.N)
+	w.AgreementLower = min(w.AgreementLower, scope.Agreement.Lower)
+	w.P99LatencyRatio = max(w.P99LatencyRatio, scope.LatencyMS.P99Ratio)
+	w.ErrorRate = max(w.ErrorRate, scope.ErrorRate)
+	w.PSI = max(w.PSI, scope.PSI)
+	w.DropRate = max(w.DropRate, scope.DropRate)
+}
+
+// worstOver returns the Worst of the overall summary and every segment.
+func worstOver(overall SegmentSummary, segments map[string]SegmentSummary) Worst {
+	// Rates and ratios are never negative, so zero is the identity of max.
+	w := Worst{Sufficient: true, N: math.MaxUint64, AgreementLower: math.Inf(1)}
+	w.fold(overall)
+	for _, seg := range segments {
+		w.fold(seg)
+	}
+	return w
 }
 
 // SegmentSummary is one segment's (or the overall) statistics.
@@ -169,6 +208,7 @@ func Summarize(d Deployment, ev *Evidence, minSample uint64) Summary {
 		mergeSegment(overall, seg)
 	}
 	s.Overall = summarizeSegment(overall, minSample, numeric)
+	s.Worst = worstOver(s.Overall, s.Segments)
 	return s
 }
 

@@ -231,7 +231,7 @@ func TestSummaryShape(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"deployment_id", "candidate", "baseline", "alias", "policy_set", "started_at", "updated_at", "status", "min_sample", "overall", "segments"} {
+	for _, k := range []string{"deployment_id", "candidate", "baseline", "alias", "policy_set", "started_at", "updated_at", "status", "min_sample", "overall", "segments", "worst"} {
 		if _, ok := doc[k]; !ok {
 			t.Errorf("summary lacks %q", k)
 		}
@@ -261,5 +261,34 @@ func TestSummaryShape(t *testing.T) {
 	}
 	if !reflect.DeepEqual(s.Overall.Agreement, eu.Agreement) {
 		t.Errorf("overall agreement %+v differs from the only compared segment's %+v", s.Overall.Agreement, eu.Agreement)
+	}
+}
+
+// TestSummaryWorst checks that worst holds, for each statistic, the least
+// favourable value over the overall summary and every segment, whichever
+// scope it comes from.
+func TestSummaryWorst(t *testing.T) {
+	scope := func(n uint64, sufficient bool, lower, ratio, errRate, psi, drop float64) SegmentSummary {
+		s := SegmentSummary{N: n, Sufficient: sufficient, ErrorRate: errRate, PSI: psi, DropRate: drop}
+		s.Agreement.Lower = lower
+		s.LatencyMS.P99Ratio = ratio
+		return s
+	}
+	overall := scope(900, true, 0.97, 1.1, 0.002, 0.01, 0.03)
+	segments := map[string]SegmentSummary{
+		"eu": scope(300, true, 0.95, 1.4, 0.001, 0.20, 0.00),
+		"us": scope(600, true, 0.98, 1.0, 0.010, 0.05, 0.01),
+	}
+	want := Worst{Sufficient: true, N: 300, AgreementLower: 0.95, P99LatencyRatio: 1.4, ErrorRate: 0.010, PSI: 0.20, DropRate: 0.03}
+	if got := worstOver(overall, segments); got != want {
+		t.Errorf("worst:\n got %+v\nwant %+v", got, want)
+	}
+	segments["apac"] = scope(10, false, 0.99, 0.9, 0, 0, 0)
+	want.Sufficient, want.N = false, 10
+	if got := worstOver(overall, segments); got != want {
+		t.Errorf("worst with an insufficient segment:\n got %+v\nwant %+v", got, want)
+	}
+	if got := worstOver(overall, nil); got != (Worst{Sufficient: true, N: 900, AgreementLower: 0.97, P99LatencyRatio: 1.1, ErrorRate: 0.002, PSI: 0.01, DropRate: 0.03}) {
+		t.Errorf("worst without segments is not the overall summary: %+v", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -211,7 +213,10 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 	if err := cf.check(); err != nil {
 		return err
 	}
-	draft, err := policy.Prepare(ctx, set, policy.Options{SkipInputValidation: false})
+	// Recorded inputs were validated when they were decided; validating them
+	// again would cost more than evaluating them, and would turn a record made
+	// under an earlier input schema into an error instead of a replay.
+	draft, err := policy.Prepare(ctx, set, policy.Options{SkipInputValidation: true})
 	if err != nil {
 		return fmt.Errorf("compiling %s: %w", pos[0], err)
 	}
@@ -233,6 +238,7 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 		records = append(records, registry.DecisionRecord{Index: d.GetIndex(), Input: json.RawMessage(d.GetInputJson()), Result: res})
 		byID[fmt.Sprint(d.GetIndex())] = d
 	}
+	tuneBatchGC()
 	rep, err := policy.Replay(ctx, draft, registry.Recorded(records))
 	if err != nil {
 		return fmt.Errorf("replaying: %w", err)
@@ -297,4 +303,16 @@ func policyResultOf(r *registryv1.PolicyResult) (policy.Decision, error) {
 		return policy.Decision{}, err
 	}
 	return *p, nil
+}
+
+// tuneBatchGC trades memory for throughput in a short-lived command that
+// evaluates many decisions: each allocates about 50 KB that is garbage at
+// once, so with the default GOGC=100 and a small live heap the collector
+// runs every hundred decisions or so and takes a large share of both cores
+// (BenchmarkReplay: 1.2-1.35x the decisions/s at GOGC=400). GOGC set in the
+// environment wins.
+func tuneBatchGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 }

@@ -20,70 +20,67 @@ first_release_exempt if {
 	data.hallmark.settings.evidence_first_release_exempt == true
 }
 
-deny contains {"rule": "evidence.missing", "message": msg} if {
+# evidence_quiet holds when there is nothing to say about shadow evidence:
+# none is needed and none was given, or it was gathered for this very move
+# and its least favourable statistics (input.evidence.worst, computed by
+# hallmark over the overall summary and every segment) meet every threshold,
+# deny and warn alike, and it is fresh. It is the fast path: when it holds,
+# the rules below have nothing to find, so they are not run. When it does
+# not hold (or input.evidence.worst is missing, as in inputs recorded before
+# it existed), they run over every scope and say exactly what failed.
+evidence_quiet if {
 	not input.evidence
-	evidence_required
-	msg := sprintf("%s needs shadow evidence for version %s; none was recorded", [input.request.alias, input.candidate.label])
+	not evidence_required
 }
 
-deny contains {"rule": "evidence.mismatch", "message": msg} if {
-	input.evidence.candidate != input.request.to_version
-	evidence_required
-	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "candidate differs from the requested version"])
-}
-
-deny contains {"rule": "evidence.mismatch", "message": msg} if {
-	input.evidence.baseline != input.request.from_version
-	evidence_required
-	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "baseline differs from the version the alias points at"])
-}
-
-deny contains {"rule": "evidence.mismatch", "message": msg} if {
-	input.evidence.alias != input.request.alias
-	evidence_required
-	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "evidence was gathered for another alias"])
-}
-
-# ---- thresholds, per scope ----------------------------------------------------
-
-# evidence_clean holds when the overall summary and every segment meet every
-# threshold below, deny and warn alike. It is the fast path: checking each
-# number once here costs far less than running each threshold rule over
-# every scope, and when it holds those rules have nothing to find. When it
-# does not hold (or a field is missing), they run and say exactly what
-# failed. The comparisons are the complements of the rules' conditions.
-# Thresholds are bound to locals once, outside the loop: a reference to
-# data inside it would be resolved again for every scope.
-evidence_clean if {
+evidence_quiet if {
 	s := data.hallmark.settings.evidence
 	ev := input.evidence
-	need := max([ev.min_sample, s.min_sample])
+	ev.candidate == input.request.to_version
+	ev.baseline == input.request.from_version
+	ev.alias == input.request.alias
 	ev.overall.requests >= s.min_requests
-	agreement := s.min_agreement_lower
-	latency := s.max_p99_latency_ratio
-	errors := s.max_error_rate
-	psi := s.warn_psi
-	drops := s.warn_drop_rate
-	every seg in array.concat([ev.overall], [seg | some seg in ev.segments]) {
-		seg.sufficient == true
-		seg.n >= need
-		seg.agreement.lower >= agreement
-		seg.latency_ms.p99_ratio <= latency
-		seg.error_rate <= errors
-		seg.psi <= psi
-		seg.drop_rate <= drops
-	}
+	w := ev.worst
+	w.sufficient == true
+	w.n >= ev.min_sample
+	w.n >= s.min_sample
+	w.agreement_lower >= s.min_agreement_lower
+	w.p99_latency_ratio <= s.max_p99_latency_ratio
+	w.error_rate <= s.max_error_rate
+	w.psi <= s.warn_psi
+	w.drop_rate <= s.warn_drop_rate
+	not evidence_stale
 }
 
 deny contains reason if {
-	not evidence_clean
+	not evidence_quiet
 	evidence_required
 	some reason in evidence_denials
 }
 
 warn contains reason if {
-	not evidence_clean
+	not evidence_quiet
 	some reason in evidence_warnings
+}
+
+evidence_denials contains {"rule": "evidence.missing", "message": msg} if {
+	not input.evidence
+	msg := sprintf("%s needs shadow evidence for version %s; none was recorded", [input.request.alias, input.candidate.label])
+}
+
+evidence_denials contains {"rule": "evidence.mismatch", "message": msg} if {
+	input.evidence.candidate != input.request.to_version
+	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "candidate differs from the requested version"])
+}
+
+evidence_denials contains {"rule": "evidence.mismatch", "message": msg} if {
+	input.evidence.baseline != input.request.from_version
+	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "baseline differs from the version the alias points at"])
+}
+
+evidence_denials contains {"rule": "evidence.mismatch", "message": msg} if {
+	input.evidence.alias != input.request.alias
+	msg := sprintf("shadow evidence %s does not match the request: %s", [input.evidence.deployment_id, "evidence was gathered for another alias"])
 }
 
 # checked_segments maps each evidence scope to its summary: "(overall)" plus
@@ -147,11 +144,14 @@ evidence_warnings contains {"rule": "evidence.drops", "message": msg} if {
 
 # The age is compared in nanoseconds (3600000000000 is one hour): for a
 # whole number of hours the product is exact integer arithmetic, where
-# dividing the age first goes through big floats on every decision. The
-# division only runs for the message.
-warn contains {"rule": "evidence.stale", "message": msg} if {
+# dividing the age first goes through big floats on every decision.
+evidence_stale if {
 	age_ns := time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(input.evidence.updated_at)
 	age_ns > data.hallmark.settings.evidence.warn_age_hours * 3600000000000
-	hours := age_ns / 3600000000000
+}
+
+evidence_warnings contains {"rule": "evidence.stale", "message": msg} if {
+	evidence_stale
+	hours := (time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(input.evidence.updated_at)) / 3600000000000
 	msg := sprintf("shadow evidence was last updated %d hours before this decision", [floor(hours)])
 }

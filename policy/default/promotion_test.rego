@@ -16,14 +16,41 @@ segment(n, lower) := {
 	"psi": 0.02,
 }
 
-evidence := {
+evidence := with_worst({
 	"deployment_id": "shd_01", "candidate": v2, "baseline": v1, "alias": "production",
 	"policy_set": "sha256:3333333333333333333333333333333333333333333333333333333333333333",
 	"started_at": "2026-11-20T09:00:00Z", "updated_at": "2026-11-23T09:00:00Z",
 	"status": "running", "min_sample": 200,
 	"overall": segment(1500, 0.97),
 	"segments": {"default": segment(900, 0.965), "eu": segment(600, 0.96)},
+})
+
+# with_worst adds the least favourable value of each statistic over overall
+# and every segment, as hallmark does (input.evidence.worst).
+with_worst(ev) := object.union(ev, {"worst": {
+	"sufficient": every_sufficient(scopes),
+	"n": min([s.n | some s in scopes]),
+	"agreement_lower": min([s.agreement.lower | some s in scopes]),
+	"p99_latency_ratio": max([s.latency_ms.p99_ratio | some s in scopes]),
+	"error_rate": max([s.error_rate | some s in scopes]),
+	"psi": max([s.psi | some s in scopes]),
+	"drop_rate": max([s.drop_rate | some s in scopes]),
+}}) if {
+	scopes := array.concat([ev.overall], [s | some s in ev.segments])
 }
+
+every_sufficient(scopes) := count([s | some s in scopes; s.sufficient != true]) == 0
+
+# patched applies a JSON patch to an input and recomputes evidence.worst, so
+# that a test that changes one segment changes the summary consistently.
+patched(doc, ops) := refreshed(json.patch(doc, ops))
+
+refreshed(doc) := json.patch(doc, [{"op": "add", "path": "/evidence/worst", "value": with_worst(doc.evidence).worst}]) if doc.evidence
+
+refreshed(doc) := doc if not doc.evidence
+
+# without_worst is doc as recorded before evidence.worst existed.
+without_worst(doc) := json.remove(doc, ["evidence/worst"])
 
 # production is an input that every default rule allows.
 production := {
@@ -50,7 +77,7 @@ production := {
 	"alias_history": [{"version": v1, "at": "2026-10-01T00:00:00Z", "by": "carol"}],
 }
 
-staging := json.patch(production, [
+staging := patched(production, [
 	{"op": "replace", "path": "/request/alias", "value": "staging"},
 	{"op": "replace", "path": "/candidate/aliases", "value": []},
 	{"op": "replace", "path": "/approvals", "value": [production.approvals[0]]},
@@ -58,7 +85,7 @@ staging := json.patch(production, [
 ])
 
 # rollback moves production back to v1, which held it before.
-rollback := json.patch(production, [
+rollback := patched(production, [
 	{"op": "replace", "path": "/request/from_version", "value": v2},
 	{"op": "replace", "path": "/request/to_version", "value": v1},
 	{"op": "replace", "path": "/request/rollback", "value": true},
@@ -92,7 +119,7 @@ test_staging_allowed if {
 }
 
 test_no_signature_denied if {
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/signatures", "value": []}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/signatures", "value": []}])
 	not d.allow
 	rules(d) == {"signature.trusted_required"}
 }
@@ -102,7 +129,7 @@ test_untrusted_or_invalid_signature_denied if {
 		{"valid": true, "trusted": false, "signer": "someone", "key_id": "k9"},
 		{"valid": false, "trusted": true, "signer": "release-key", "key_id": "k1", "error": "bad signature"},
 	]
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/signatures", "value": sigs}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/signatures", "value": sigs}])
 	rules(d) == {"signature.trusted_required"}
 	warnings(d) == {"signature.invalid_present"}
 }
@@ -115,9 +142,9 @@ test_signer_allow_list if {
 }
 
 test_revoked_never_promoted if {
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/candidate/revoked", "value": true}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/candidate/revoked", "value": true}])
 	rules(d) == {"version.revoked"}
-	r := json.patch(rollback, [{"op": "replace", "path": "/candidate/revoked", "value": true}])
+	r := patched(rollback, [{"op": "replace", "path": "/candidate/revoked", "value": true}])
 	rules(promotion.decision) == {"version.revoked"} with input as r
 }
 
@@ -130,17 +157,17 @@ test_production_needs_two_independent_approvals if {
 		{"approver": "dave", "meaning": "approved", "at": "2026-11-23T09:31:00Z"},
 		{"approver": "erin", "meaning": "reviewed", "at": "2026-11-23T09:30:00Z"},
 	]
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
 	rules(d) == {"approvals.insufficient"}
 }
 
 test_staging_needs_one_approval if {
-	d := promotion.decision with input as json.patch(staging, [{"op": "replace", "path": "/approvals", "value": []}])
+	d := promotion.decision with input as patched(staging, [{"op": "replace", "path": "/approvals", "value": []}])
 	rules(d) == {"approvals.insufficient"}
 }
 
 test_unknown_alias_uses_default_approvals if {
-	i := json.patch(staging, [{"op": "replace", "path": "/request/alias", "value": "champion"}])
+	i := patched(staging, [{"op": "replace", "path": "/request/alias", "value": "champion"}])
 	d := promotion.decision with input as i
 	d.allow
 	d.required_approvals == 1
@@ -148,28 +175,28 @@ test_unknown_alias_uses_default_approvals if {
 
 test_rejection_denies if {
 	approvals := array.concat(production.approvals, [{"approver": "frank", "meaning": "rejected", "at": "2026-11-23T09:50:00Z"}])
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
 	rules(d) == {"approvals.rejected"}
 }
 
 test_approver_who_also_rejected_does_not_count if {
 	approvals := array.concat(production.approvals, [{"approver": "erin", "meaning": "rejected", "at": "2026-11-23T09:50:00Z"}])
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
 	rules(d) == {"approvals.rejected", "approvals.insufficient"}
 }
 
 test_production_requires_staging_first if {
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/candidate/aliases", "value": []}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/candidate/aliases", "value": []}])
 	rules(d) == {"promotion.prerequisite_alias"}
 }
 
 test_production_requires_evidence if {
-	d := promotion.decision with input as json.patch(production, [{"op": "remove", "path": "/evidence"}])
+	d := promotion.decision with input as patched(production, [{"op": "remove", "path": "/evidence"}])
 	rules(d) == {"evidence.missing"}
 }
 
 test_first_release_needs_no_evidence if {
-	i := json.patch(production, [
+	i := patched(production, [
 		{"op": "replace", "path": "/request/from_version", "value": ""},
 		{"op": "remove", "path": "/evidence"},
 	])
@@ -178,7 +205,7 @@ test_first_release_needs_no_evidence if {
 }
 
 test_first_release_exemption_can_be_turned_off if {
-	i := json.patch(production, [
+	i := patched(production, [
 		{"op": "replace", "path": "/request/from_version", "value": ""},
 		{"op": "remove", "path": "/evidence"},
 	])
@@ -187,7 +214,7 @@ test_first_release_exemption_can_be_turned_off if {
 }
 
 test_first_release_still_needs_staging_and_approvals if {
-	i := json.patch(production, [
+	i := patched(production, [
 		{"op": "replace", "path": "/request/from_version", "value": ""},
 		{"op": "remove", "path": "/evidence"},
 		{"op": "replace", "path": "/candidate/aliases", "value": []},
@@ -198,7 +225,7 @@ test_first_release_still_needs_staging_and_approvals if {
 }
 
 test_evidence_must_match_request if {
-	i := json.patch(production, [
+	i := patched(production, [
 		{"op": "replace", "path": "/evidence/candidate", "value": v1},
 		{"op": "replace", "path": "/evidence/baseline", "value": v2},
 		{"op": "replace", "path": "/evidence/alias", "value": "staging"},
@@ -209,7 +236,7 @@ test_evidence_must_match_request if {
 }
 
 test_insufficient_segment_is_not_a_pass if {
-	i := json.patch(production, [{"op": "replace", "path": "/evidence/segments/eu", "value": segment(150, 0.99)}])
+	i := patched(production, [{"op": "replace", "path": "/evidence/segments/eu", "value": segment(150, 0.99)}])
 	d := promotion.decision with input as i
 	rules(d) == {"evidence.insufficient"}
 	some r in d.deny
@@ -218,22 +245,22 @@ test_insufficient_segment_is_not_a_pass if {
 
 test_sufficient_flag_is_respected if {
 	seg := json.patch(segment(900, 0.99), [{"op": "replace", "path": "/sufficient", "value": false}])
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/evidence/segments/eu", "value": seg}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/evidence/segments/eu", "value": seg}])
 	rules(d) == {"evidence.insufficient"}
 }
 
 test_evidence_min_sample_is_the_stricter_one if {
-	d := promotion.decision with input as json.patch(production, [{"op": "replace", "path": "/evidence/min_sample", "value": 1000}])
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/evidence/min_sample", "value": 1000}])
 	rules(d) == {"evidence.insufficient"}
 }
 
 test_too_few_requests if {
-	i := json.patch(production, [{"op": "replace", "path": "/evidence/overall/requests", "value": 999}])
+	i := patched(production, [{"op": "replace", "path": "/evidence/overall/requests", "value": 999}])
 	rules(promotion.decision) == {"evidence.requests"} with input as i
 }
 
 test_agreement_lower_bound_per_segment if {
-	i := json.patch(production, [{"op": "replace", "path": "/evidence/segments/default/agreement/lower", "value": 0.94}])
+	i := patched(production, [{"op": "replace", "path": "/evidence/segments/default/agreement/lower", "value": 0.94}])
 	d := promotion.decision with input as i
 	rules(d) == {"evidence.agreement"}
 	some r in d.deny
@@ -241,12 +268,12 @@ test_agreement_lower_bound_per_segment if {
 }
 
 test_latency_ratio if {
-	i := json.patch(production, [{"op": "replace", "path": "/evidence/overall/latency_ms/p99_ratio", "value": 1.6}])
+	i := patched(production, [{"op": "replace", "path": "/evidence/overall/latency_ms/p99_ratio", "value": 1.6}])
 	rules(promotion.decision) == {"evidence.latency"} with input as i
 }
 
 test_error_rate if {
-	i := json.patch(production, [{"op": "replace", "path": "/evidence/segments/eu/error_rate", "value": 0.02}])
+	i := patched(production, [{"op": "replace", "path": "/evidence/segments/eu/error_rate", "value": 0.02}])
 	rules(promotion.decision) == {"evidence.errors"} with input as i
 }
 
@@ -256,13 +283,13 @@ test_thresholds_come_from_data if {
 }
 
 test_staging_needs_no_evidence if {
-	i := json.patch(staging, [{"op": "add", "path": "/evidence", "value": json.patch(evidence, [{"op": "replace", "path": "/overall/n", "value": 1}])}])
+	i := patched(staging, [{"op": "add", "path": "/evidence", "value": json.patch(evidence, [{"op": "replace", "path": "/overall/n", "value": 1}])}])
 	d := promotion.decision with input as i
 	d.allow
 }
 
 test_evidence_warnings if {
-	i := json.patch(production, [
+	i := patched(production, [
 		{"op": "replace", "path": "/evidence/segments/eu/psi", "value": 0.3},
 		{"op": "replace", "path": "/evidence/overall/drop_rate", "value": 0.2},
 		{"op": "replace", "path": "/now", "value": "2026-12-23T10:00:00Z"},
@@ -279,23 +306,49 @@ test_rollback_allowed_without_evidence_or_staging if {
 }
 
 test_rollback_needs_history if {
-	i := json.patch(rollback, [{"op": "replace", "path": "/alias_history", "value": []}])
+	i := patched(rollback, [{"op": "replace", "path": "/alias_history", "value": []}])
 	rules(promotion.decision) == {"rollback.not_in_history"} with input as i
 }
 
 test_rollback_needs_reason if {
-	i := json.patch(rollback, [{"op": "replace", "path": "/request/reason", "value": "  "}])
+	i := patched(rollback, [{"op": "replace", "path": "/request/reason", "value": "  "}])
 	rules(promotion.decision) == {"rollback.reason_required"} with input as i
 }
 
 test_rollback_needs_approval if {
-	i := json.patch(rollback, [{"op": "replace", "path": "/approvals", "value": []}])
+	i := patched(rollback, [{"op": "replace", "path": "/approvals", "value": []}])
 	rules(promotion.decision) == {"approvals.insufficient"} with input as i
 }
 
 test_unmarked_rollback_is_a_promotion if {
-	i := json.patch(rollback, [{"op": "replace", "path": "/request/rollback", "value": false}])
+	i := patched(rollback, [{"op": "replace", "path": "/request/rollback", "value": false}])
 	d := promotion.decision with input as i
 	rules(d) == {"evidence.missing", "approvals.insufficient", "promotion.prerequisite_alias"}
 	warnings(d) == {"rollback.unmarked"}
+}
+
+# Inputs recorded before evidence.worst existed skip the fast path and must
+# get the same decisions, reasons and messages included.
+test_inputs_without_worst_decide_the_same if {
+	cases := [
+		production,
+		patched(production, [{"op": "replace", "path": "/evidence/segments/eu", "value": segment(150, 0.99)}]),
+		patched(production, [{"op": "replace", "path": "/evidence/segments/default/agreement/lower", "value": 0.94}]),
+		patched(production, [{"op": "replace", "path": "/evidence/segments/eu/psi", "value": 0.3}, {"op": "replace", "path": "/now", "value": "2026-12-23T10:00:00Z"}]),
+		patched(production, [{"op": "replace", "path": "/evidence/alias", "value": "staging"}]),
+		patched(staging, [{"op": "add", "path": "/evidence", "value": evidence}]),
+	]
+	every i in cases {
+		d := promotion.decision with input as i
+		promotion.decision == d with input as without_worst(i)
+	}
+}
+
+# worst is what hallmark computed; when it is less favourable than the
+# segments say, the per-scope rules run and decide from the segments.
+test_pessimistic_worst_falls_back_to_segments if {
+	i := json.patch(production, [{"op": "replace", "path": "/evidence/worst/psi", "value": 0.5}])
+	d := promotion.decision with input as i
+	d.allow
+	d.warn == set()
 }
