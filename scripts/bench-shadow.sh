@@ -10,15 +10,23 @@
 #   slow shadow: hallmark mirroring >= 80% of the req/s and <= 1.5x the p99
 #                of hallmark without mirroring
 #
-# Env: BENCH_DURATION (default 8s per run), BENCH_CONNECTIONS (32),
-# BENCH_PORT_BASE (19100), BENCH_STRICT=1 to exit 1 on a missed target. Installs nginx and wrk from Debian when missing.
+# Each case is measured BENCH_ROUNDS times, the cases interleaved round by
+# round (so a slow spell of this shared machine hits every case alike), and
+# the median of each figure is compared: one run's p99 moves by 10-20 %
+# between runs here, more than the differences being judged.
+#
+# Env: BENCH_DURATION (default 5s per run), BENCH_ROUNDS (3), BENCH_CONNECTIONS
+# (32), BENCH_PORT_BASE (19100), BENCH_STRICT=1 to exit 1 on a missed target,
+# BENCH_THINK_MS (0): a pause after each response on every connection, for
+# latency at a load below saturation (the targets are stated at saturation). Installs nginx and wrk from Debian when missing.
 # Experiments (defaults leave hallmark as shipped): BENCH_HM_FLAGS adds flags to the
 # mirroring hallmark proxies (e.g. "--workers 64"), BENCH_HM_GOGC sets GOGC for all
 # three hallmark proxies only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DUR=${BENCH_DURATION:-8s}
+DUR=${BENCH_DURATION:-5s}
+ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-32}
 BASE=${BENCH_PORT_BASE:-19100}
 
@@ -115,6 +123,8 @@ wrk.body = '{"features":[$ROW]}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Segment"] = "site-north"
 LUA
+THINK=${BENCH_THINK_MS:-0}
+if [ "$THINK" != 0 ]; then echo "function delay() return $THINK end" >>"$TMP/post.lua"; fi
 
 # to_ms VALUE: wrk latency ("812.00us", "1.23ms", "1.01s") in milliseconds.
 to_ms() {
@@ -126,27 +136,38 @@ to_ms() {
     else printf "%.3f", v }'
 }
 
-declare -A RPS P50 P99
-measure() { # measure NAME PORT
-  local name=$1 port=$2 out
+declare -A RPS P50 P99 ALL
+# run_case NAME PORT: one measured run; appends "rps p50 p99" to ALL[NAME].
+run_case() {
+  local name=$1 port=$2 out rps p50 p99 errs
   # warm up connection pools, then measure
   timeout 20 wrk -t2 -c"$CONNS" -d1s -s "$TMP/post.lua" "http://127.0.0.1:$port/predict" >/dev/null 2>&1 || true
   out=$(timeout 120 wrk -t2 -c"$CONNS" -d"$DUR" --latency -s "$TMP/post.lua" "http://127.0.0.1:$port/predict")
-  RPS[$name]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  P50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
-  P99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-  local errs
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
-  printf "  %-22s %10s req/s   p50 %8s ms   p99 %8s ms  %s\n" "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$errs"
+  ALL[$name]+="$rps $p50 $p99;"
+  printf "    %-22s %10s req/s   p50 %8s ms   p99 %8s ms  %s\n" "$name" "$rps" "$p50" "$p99" "$errs"
+}
+# median COLUMN NAME: the median of one figure over the rounds.
+median() {
+  tr ';' '\n' <<<"${ALL[$2]}" | awk -v c="$1" 'NF {print $c}' | sort -g |
+    awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
-echo "wrk: 2 threads, $CONNS connections, $DUR per run; primary 1 ms; shadows 1 ms (fast) and 10 ms (slow)"
-measure direct $P_PRIMARY
-measure hallmark-no-mirror $P_HM_OFF
-measure hallmark-fast $P_HM_FAST
-measure nginx-fast $P_NG_FAST
-measure hallmark-slow $P_HM_SLOW
-measure nginx-slow $P_NG_SLOW
+CASES=(direct:$P_PRIMARY hallmark-no-mirror:$P_HM_OFF hallmark-fast:$P_HM_FAST nginx-fast:$P_NG_FAST hallmark-slow:$P_HM_SLOW nginx-slow:$P_NG_SLOW)
+echo "wrk: 2 threads, $CONNS connections, $DUR per run, $ROUNDS rounds, think time ${THINK} ms; primary 1 ms; shadows 1 ms (fast) and 10 ms (slow)"
+for r in $(seq "$ROUNDS"); do
+  echo "  round $r"
+  for c in "${CASES[@]}"; do run_case "${c%%:*}" "${c##*:}"; done
+done
+echo "medians over $ROUNDS rounds:"
+for c in "${CASES[@]}"; do
+  name=${c%%:*}
+  RPS[$name]=$(median 1 "$name"); P50[$name]=$(median 2 "$name"); P99[$name]=$(median 3 "$name")
+  printf "  %-22s %10s req/s   p50 %8s ms   p99 %8s ms\n" "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
+done
 
 status=0
 check() { # check DESCRIPTION AWK-CONDITION

@@ -309,7 +309,7 @@ func policyResultOf(r *registryv1.PolicyResult) (policy.Decision, error) {
 // evaluates many decisions: each allocates about 50 KB that is garbage at
 // once, so with the default GOGC=100 and a small live heap the collector
 // runs every hundred decisions or so and takes a large share of both cores
-// (BenchmarkReplay: 1.2-1.35x the decisions/s at GOGC=400). GOGC set in the
+// (BenchmarkReplay: 1.14-1.37x the decisions/s at GOGC=400). GOGC set in the
 // environment wins.
 func tuneBatchGC() {
 	if os.Getenv("GOGC") == "" {
