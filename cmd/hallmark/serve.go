@@ -17,6 +17,7 @@ import (
 	"github.com/hallmark-dev/hallmark/internal/server"
 	"github.com/hallmark-dev/hallmark/ledger"
 	"github.com/hallmark-dev/hallmark/registry"
+	"github.com/hallmark-dev/hallmark/registry/export"
 )
 
 func init() {
@@ -60,6 +61,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	maxMsg := fs.Int("max-message-bytes", 8<<20, "largest RPC request message")
 	maxUploads := fs.Int("max-uploads", 8, "blob uploads streaming at once")
 	rpcTimeout := fs.Duration("rpc-timeout", 30*time.Second, "time limit of one RPC")
+	maxExport := fs.Uint64("max-export-entries", export.DefaultMaxEntries, "most ledger entries one audit export may cover (built in memory, about 1.5 KB each)")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often unreferenced blobs are collected")
 	gcGrace := fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced blob is kept (longer than any push)")
 	minCoverage := fs.Float64("policy-min-coverage", registry.DefaultPolicyMinCoverage, "test coverage, in percent (0-100), a policy set needs to be published; 0: no floor")
@@ -71,6 +73,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	// !(x >= 0) also refuses NaN.
 	if !(*minCoverage >= 0) || *minCoverage > 100 {
 		return usagef("--policy-min-coverage %v: want a percentage from 0 to 100", *minCoverage)
+	}
+	if *maxExport == 0 {
+		return usagef("--max-export-entries 0: want at least 1")
 	}
 	switch {
 	case (*tlsCert == "") != (*tlsKey == ""):
@@ -101,7 +106,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		Origin:            *origin,
 		Logger:            slog.New(handler),
 		ShutdownTimeout:   10 * time.Second,
-		Limits:            server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, RPCTimeout: *rpcTimeout},
+		Limits:            server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport},
 		GCInterval:        *gcInterval,
 		GCGrace:           *gcGrace,
 		PolicyMinCoverage: coverage,

@@ -49,6 +49,15 @@ func (h auditService) Export(ctx context.Context, req *connect.Request[auditv1.E
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("to: %w", err))
 	}
+	select {
+	case h.s.exporting <- struct{}{}:
+		defer func() { <-h.s.exporting }()
+	default:
+		// Refused rather than queued: a queued export would spend its RPC
+		// deadline waiting.
+		return nil, connect.NewError(connect.CodeResourceExhausted,
+			errors.New("another audit export is being built on this server (one at a time, each held in memory); try again when it has finished"))
+	}
 	// Truncated to the second: generated_at is shown to people and the
 	// manifest need not carry nanoseconds.
 	now := time.Now().UTC().Truncate(time.Second)
@@ -57,6 +66,7 @@ func (h auditService) Export(ctx context.Context, req *connect.Request[auditv1.E
 		GeneratedAt: now,
 		GeneratedBy: audit.Actor{ID: actor.ID, Name: actor.Name, Auth: actor.Auth},
 		Generator:   exportGenerator,
+		MaxEntries:  h.s.cfg.Limits.MaxExportEntries,
 	})
 	if errors.Is(err, export.ErrScope) {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)

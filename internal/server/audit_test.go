@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/audit/v1/auditv1connect"
 	registryv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1"
 	"github.com/hallmark-dev/hallmark/ledger/tlogproof"
+	"github.com/hallmark-dev/hallmark/registry"
 	"github.com/hallmark-dev/hallmark/registry/blob"
 	"github.com/hallmark-dev/hallmark/registry/export"
 	"golang.org/x/mod/sumdb/note"
@@ -160,4 +162,17 @@ func TestAuditAt(t *testing.T) {
 	}
 	_, err = ts.audit(aud).At(ctx, connect.NewRequest(&auditv1.AtRequest{Model: "m", Alias: "prod", Time: timestamppb.New(t1.Add(-time.Second))}))
 	wantCode(t, "before the first move", err, connect.CodeNotFound)
+}
+
+// TestExportOneAtATime checks that an export requested while another is
+// being built is refused at once with ResourceExhausted, not queued.
+func TestExportOneAtATime(t *testing.T) {
+	s := &server{exporting: make(chan struct{}, 1)}
+	s.exporting <- struct{}{} // an export in progress
+	ctx := context.WithValue(context.Background(), actorKey{}, registry.Actor{ID: "ada"})
+	_, err := auditService{s}.Export(ctx, connect.NewRequest(&auditv1.ExportRequest{}))
+	wantCode(t, "a second export at once", err, connect.CodeResourceExhausted)
+	if !strings.Contains(err.Error(), "another audit export is being built") {
+		t.Errorf("error %q does not say why", err)
+	}
 }

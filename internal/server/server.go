@@ -70,6 +70,9 @@ type Limits struct {
 	// MaxHeaderBytes bounds a request's headers (Run). The default is
 	// 64 KiB.
 	MaxHeaderBytes int
+	// MaxExportEntries bounds the ledger range of one audit export (built
+	// in memory; one at a time). The default is export.DefaultMaxEntries.
+	MaxExportEntries uint64
 }
 
 func (l Limits) withDefaults() Limits {
@@ -103,6 +106,9 @@ type server struct {
 	reg     *registry.Registry
 	log     *slog.Logger
 	metrics *metrics
+	// exporting holds a token while an audit export is being built: one at
+	// a time, since each may hold hundreds of megabytes.
+	exporting chan struct{}
 }
 
 // New returns the server's handler. It does not start anything: Run serves
@@ -115,7 +121,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, reg: cfg.Registry, log: cfg.Logger, metrics: newMetrics()}
+	s := &server{cfg: cfg, reg: cfg.Registry, log: cfg.Logger, metrics: newMetrics(), exporting: make(chan struct{}, 1)}
 
 	opts := []connect.HandlerOption{
 		// Metrics outermost so that refused calls are counted too.

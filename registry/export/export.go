@@ -94,7 +94,17 @@ type Options struct {
 	// "proofs", "report"); stages run concurrently, so it may be called
 	// from two goroutines at once.
 	Progress func(stage string, done, total uint64)
+	// MaxEntries bounds the ledger range one export covers; a larger scope
+	// is refused with ErrScope before anything is read. An export is built
+	// in memory (about 1.5 KB per entry with its proof and report rows), so
+	// this bounds the memory and time of one. Zero means DefaultMaxEntries.
+	MaxEntries uint64
 }
+
+// DefaultMaxEntries is Options.MaxEntries when zero: about 375 MB, and a
+// build well inside the server's default 30-second RPC deadline
+// (docs/benchmarks.md: 100,000 entries built and verified in 5.5 s).
+const DefaultMaxEntries = 250_000
 
 // Result is a built export.
 type Result struct {
@@ -143,6 +153,16 @@ func Build(ctx context.Context, src Source, opts Options) (*Result, error) {
 	first, end, err := resolve(ctx, l, cp.Size, opts.Scope)
 	if err != nil {
 		return nil, err
+	}
+	maxEntries := opts.MaxEntries
+	if maxEntries == 0 {
+		maxEntries = DefaultMaxEntries
+	}
+	if end-first > maxEntries {
+		// The model filter applies to the report, not to the range read
+		// and proved, so it does not shrink what is built.
+		return nil, fmt.Errorf("%w: from %s to %s selects entries %d to %d (%d entries); one export holds at most %d: export the range in parts with --from and --to (ledger indexes or RFC 3339 times), for example --from %d --to %d",
+			ErrScope, orStart(opts.Scope.From), orEnd(opts.Scope.To), first, end-1, end-first, maxEntries, first, first+maxEntries-1)
 	}
 
 	files := map[string][]byte{}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -133,6 +134,35 @@ func TestExportScopes(t *testing.T) {
 	if _, err := Build(context.Background(), Source{Log: f.log, Registry: f.reg}, Options{GeneratedAt: genAt,
 		Scope: Scope{From: Bound{Index: n, IsIndex: true}}}); err == nil {
 		t.Fatal("a range past the checkpoint was exported")
+	}
+}
+
+// TestExportRefusesTooLargeRange checks that a range over MaxEntries is
+// refused before anything is built, with the range and a way to split it.
+func TestExportRefusesTooLargeRange(t *testing.T) {
+	f := newFixture(t)
+	n := f.log.Size()
+	src := Source{Log: f.log, Registry: f.reg}
+	_, err := Build(context.Background(), src, Options{GeneratedAt: genAt, MaxEntries: n - 1,
+		Scope: Scope{Model: "mammo-triage"}})
+	if !errors.Is(err, ErrScope) {
+		t.Fatalf("got %v, want ErrScope", err)
+	}
+	for _, want := range []string{fmt.Sprintf("selects entries 0 to %d (%d entries)", n-1, n), fmt.Sprintf("at most %d", n-1),
+		fmt.Sprintf("--from 0 --to %d", n-2)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	// Exactly MaxEntries is allowed, and the suggested parts verify.
+	for _, scope := range []Scope{{To: Bound{Index: n - 2, IsIndex: true}}, {From: Bound{Index: n - 1, IsIndex: true}}} {
+		res, err := Build(context.Background(), src, Options{GeneratedAt: genAt, MaxEntries: n - 1, Scope: scope})
+		if err != nil {
+			t.Fatalf("part %+v: %v", scope, err)
+		}
+		if rep := verify(t, res.Bundle, f.log.VerifierKey()); !rep.OK() {
+			t.Fatalf("part %+v does not verify:\n%s", scope, problems(rep))
+		}
 	}
 }
 
