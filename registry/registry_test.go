@@ -317,6 +317,14 @@ func TestAliasRules(t *testing.T) {
 	}
 	_, err = e.reg.SetAlias(ctx, adminActor, SetAliasInput{Model: "m", Alias: "prod", Version: "1", ExpectUnset: true})
 	wantErr(t, err, ErrConflict, "expected the alias to be unset, but it points at version 1")
+	// An alias as the expectation would match wherever it points: refused,
+	// the moved alias itself included.
+	size = e.log.Size()
+	_, err = e.reg.SetAlias(ctx, adminActor, SetAliasInput{Model: "m", Alias: "prod", Version: "1", ExpectVersion: "prod"})
+	wantErr(t, err, ErrInvalidArgument, `the expected version "prod" is an alias (now 1)`)
+	if e.log.Size() != size {
+		t.Fatalf("a refused move was ledgered: size %d, want %d", e.log.Size(), size)
+	}
 	// A label may not take an alias's name.
 	_, _, err = e.reg.CreateVersion(ctx, publisherActor, CreateVersionInput{Model: "m", Label: "prod", Files: []File{e.putFile(t, "x", []byte("x"))}})
 	wantErr(t, err, ErrAlreadyExists, `"prod" is an alias`)

@@ -435,6 +435,12 @@ func (r *Registry) checkAliasSwap(tx *ledger.Tx, model, alias, expectVersion str
 	} else if err != nil {
 		return Alias{}, false, err
 	}
+	// An alias resolves to wherever it points now, so naming one as the
+	// expectation (above all the alias being moved) would always match and
+	// silently turn the compare-and-swap off.
+	if want.Label != expectVersion && want.Digest != expectVersion {
+		return Alias{}, false, errorf(ErrInvalidArgument, "model %q: the expected version %q is an alias (now %s); give the label or digest you expect %q to point at", model, expectVersion, want.Label, alias)
+	}
 	if !set || cur.VersionDigest != want.Digest {
 		return Alias{}, false, conflict
 	}
