@@ -135,15 +135,23 @@ type DecisionRecord struct {
 	DryRun      *DryRunResult   `json:"dry_run,omitempty"`
 }
 
-// Waiting returns how many more approvals the policy asks for, as far as the
-// registry can tell: RequiredApprovals minus the distinct "approved"
-// approvals so far (never negative). It is for people; the policy decides.
-func (p PromotionRequest) Waiting(d DecisionRecord) int {
+// WaitingFor returns how many more approvals the policy asks for in d, as
+// far as the registry can tell: RequiredApprovals minus the distinct
+// approvers of p who approved and whose principal is not revoked now (never
+// negative). It is for people; the policy decides.
+func (r *Registry) WaitingFor(p PromotionRequest, d DecisionRecord) int {
 	n := d.Result.RequiredApprovals
+	seen := map[string]bool{}
 	for _, a := range p.Approvals {
-		if a.Meaning == MeaningApproved {
-			n--
+		if a.Meaning != MeaningApproved || seen[a.Approver] {
+			continue
 		}
+		seen[a.Approver] = true
+		var pr Principal
+		if found, err := getJSON(r.log, key(prefixPrincipal, a.Approver), &pr); err == nil && found && pr.Revoked {
+			continue
+		}
+		n--
 	}
 	return max(n, 0)
 }
@@ -647,6 +655,10 @@ type (
 		At             string `json:"at"`
 		Signed         bool   `json:"signed"`
 		SignatureValid bool   `json:"signature_valid"`
+		// ApproverRevoked: the approver's principal was revoked after the
+		// approval was recorded. The approval stays in the record; whether
+		// it still counts is the policy's call (the default pack: no).
+		ApproverRevoked bool `json:"approver_revoked"`
 	}
 	inputMove struct {
 		Version  string `json:"version"`
@@ -699,8 +711,12 @@ func buildInput(st stateReader, req *PromotionRequest, v Version, history []Alia
 			Kind: signatureKinds[s.Method], Issuer: s.Issuer, Error: s.Error})
 	}
 	for _, a := range req.Approvals {
+		var p Principal
+		if _, err := getJSON(st, key(prefixPrincipal, a.Approver), &p); err != nil {
+			return nil, fmt.Errorf("reading approver %q: %w", a.Approver, err)
+		}
 		doc.Approvals = append(doc.Approvals, inputApproval{Approver: a.Approver, Meaning: a.Meaning, At: formatTime(a.At),
-			Signed: a.Signed, SignatureValid: a.SignatureValid})
+			Signed: a.Signed, SignatureValid: a.SignatureValid, ApproverRevoked: p.Revoked})
 	}
 	ev, err := shadowEvidenceFor(st, req.Model, req.Alias, req.Version)
 	if err != nil {

@@ -190,7 +190,7 @@ func TestPromoteWithDefaultPack(t *testing.T) {
 	if res.Request.Status != StatusWaiting || res.Decision.Status != StatusWaiting || res.Moved != nil {
 		t.Fatalf("first decision: got request %s, decision %s %+v; want waiting", res.Request.Status, res.Decision.Status, res.Decision.Result)
 	}
-	if got := res.Request.Waiting(res.Decision); got != 1 {
+	if got := e.reg.WaitingFor(res.Request, res.Decision); got != 1 {
 		t.Fatalf("waiting for: got %d approvals, want 1", got)
 	}
 	ps, files, err := e.reg.GetPolicySet(ctx, "")
@@ -242,6 +242,36 @@ func TestPromoteWithDefaultPack(t *testing.T) {
 	}
 	if a, err := e.reg.GetVersion(ctx, "m", "staging"); err != nil || a.Digest != v1.Digest {
 		t.Fatalf("staging after the revoked promotion: got %s, %v; want 1.0", a.Label, err)
+	}
+	checkReplaysOwnSets(t, e.reg)
+	e.checkRebuildEqual(t)
+}
+
+// TestRevokedApproverNoLongerCounts: an approval recorded before its
+// approver's principal was revoked stays on record, is marked in later
+// decisions' inputs, and no longer counts under the default pack.
+func TestRevokedApproverNoLongerCounts(t *testing.T) {
+	ctx := context.Background()
+	e := newPromoEnv(t)
+	e.pushSigned(t, "m", "1.0", true)
+	res := e.promote(t, "m", "1.0", "staging", "")
+	if res = approve(t, e.reg, carolActor, res.Request.ID, MeaningApproved); res.Moved == nil {
+		t.Fatalf("staging: got %s %v", res.Decision.Status, res.Decision.Result.DenyRules())
+	}
+	// A first release to production: no evidence to shadow, two approvals.
+	id := e.promote(t, "m", "1.0", "production", "").Request.ID
+	approve(t, e.reg, aliceActor, id, MeaningApproved)
+	if _, err := e.reg.RevokePrincipal(ctx, adminActor, "alice", "account compromised"); err != nil {
+		t.Fatal(err)
+	}
+	res = approve(t, e.reg, bobActor, id, MeaningApproved)
+	if res.Decision.Status != StatusWaiting || res.Moved != nil || e.reg.WaitingFor(res.Request, res.Decision) != 1 {
+		t.Fatalf("after bob's approval: got %s, moved %v, deny %v; want waiting for 1 more approval", res.Decision.Status, res.Moved, res.Decision.Result.Deny)
+	}
+	in := string(res.Decision.Input)
+	if !strings.Contains(in, `{"approver":"alice","meaning":"approved",`) || !strings.Contains(in, `"approver_revoked":true}`) ||
+		!strings.Contains(in, `"approver":"bob","meaning":"approved"`) || strings.Count(in, `"approver_revoked":true`) != 1 {
+		t.Fatalf("decision input does not mark alice (only) as revoked since:\n%s", in)
 	}
 	checkReplaysOwnSets(t, e.reg)
 	e.checkRebuildEqual(t)
@@ -322,8 +352,8 @@ func TestSeparationOfDuties(t *testing.T) {
 		t.Fatalf("refused approvals appended %d entries", e.log.Size()-before)
 	}
 	res := approve(t, e.reg, aliceActor, id, MeaningApproved)
-	if res.Decision.Status != StatusWaiting || res.Request.Waiting(res.Decision) != 1 {
-		t.Fatalf("one of two approvals: got %s, waiting for %d", res.Decision.Status, res.Request.Waiting(res.Decision))
+	if res.Decision.Status != StatusWaiting || e.reg.WaitingFor(res.Request, res.Decision) != 1 {
+		t.Fatalf("one of two approvals: got %s, waiting for %d", res.Decision.Status, e.reg.WaitingFor(res.Request, res.Decision))
 	}
 	_, err := e.reg.Approve(ctx, aliceActor, ApproveInput{Request: id, Meaning: MeaningApproved})
 	wantErr(t, err, ErrAlreadyExists, "counts once")

@@ -76,7 +76,7 @@ func (h promotionService) RequestPromotion(ctx context.Context, req *connect.Req
 		return nil, toConnectError(err)
 	}
 	return connect.NewResponse(&registryv1.RequestPromotionResponse{Promotion: promotionPB(res.Request), Decision: decisionPB(res.Decision),
-		WaitingFor: int64(res.Request.Waiting(res.Decision))}), nil
+		WaitingFor: int64(h.s.reg.WaitingFor(res.Request, res.Decision))}), nil
 }
 
 func (h promotionService) Approve(ctx context.Context, req *connect.Request[registryv1.ApproveRequest]) (*connect.Response[registryv1.ApproveResponse], error) {
@@ -93,7 +93,7 @@ func (h promotionService) Approve(ctx context.Context, req *connect.Request[regi
 		return nil, toConnectError(err)
 	}
 	return connect.NewResponse(&registryv1.ApproveResponse{Promotion: promotionPB(res.Request), Decision: decisionPB(res.Decision),
-		WaitingFor: int64(res.Request.Waiting(res.Decision))}), nil
+		WaitingFor: int64(h.s.reg.WaitingFor(res.Request, res.Decision))}), nil
 }
 
 func (h promotionService) GetPromotion(ctx context.Context, req *connect.Request[registryv1.GetPromotionRequest]) (*connect.Response[registryv1.GetPromotionResponse], error) {
@@ -108,7 +108,7 @@ func (h promotionService) GetPromotion(ctx context.Context, req *connect.Request
 			return nil, toConnectError(err)
 		}
 		out.LatestDecision = decisionPB(d)
-		out.WaitingFor = int64(p.Waiting(d))
+		out.WaitingFor = int64(h.s.reg.WaitingFor(p, d))
 	}
 	return connect.NewResponse(out), nil
 }
@@ -205,7 +205,7 @@ func (s *server) setAliasByPromotion(ctx context.Context, actor registry.Actor, 
 	var why string
 	switch res.Decision.Status {
 	case registry.StatusWaiting:
-		why = fmt.Sprintf("waiting for %d approval(s): hallmark approve %s", res.Request.Waiting(res.Decision), res.Request.ID)
+		why = fmt.Sprintf("waiting for %d approval(s): hallmark approve %s", s.reg.WaitingFor(res.Request, res.Decision), res.Request.ID)
 	default:
 		why = "denied: " + denySummary(res.Decision.Result)
 	}

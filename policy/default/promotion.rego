@@ -62,7 +62,10 @@ deny contains {"rule": "version.revoked", "message": msg} if {
 # ---- approvals --------------------------------------------------------------
 
 # Approvers count once each, and never when they created the version or asked
-# for the promotion (four-eyes principle), nor when they also rejected it.
+# for the promotion (four-eyes principle), nor when they also rejected it, nor
+# when their principal has been revoked since they approved (a compromised
+# or departed account's approval no longer vouches for the release; inputs
+# recorded before approver_revoked existed lack it and count as before).
 eligible_approvers contains a.approver if {
 	rejected := {r.approver | some r in input.approvals; r.meaning == "rejected"}
 	creator := input.candidate.creator
@@ -72,6 +75,7 @@ eligible_approvers contains a.approver if {
 	a.approver != creator
 	a.approver != requester
 	not a.approver in rejected
+	not a.approver_revoked
 }
 
 # required_approvals is settings.approvals (settings.rollback_approvals for a

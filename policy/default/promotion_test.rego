@@ -173,6 +173,15 @@ test_unknown_alias_uses_default_approvals if {
 	d.required_approvals == 1
 }
 
+test_revoked_approver_does_not_count if {
+	approvals := [
+		{"approver": "dave", "meaning": "approved", "at": "2026-11-23T09:30:00Z", "approver_revoked": true},
+		{"approver": "erin", "meaning": "approved", "at": "2026-11-23T09:40:00Z", "approver_revoked": false},
+	]
+	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
+	rules(d) == {"approvals.insufficient"}
+}
+
 test_rejection_denies if {
 	approvals := array.concat(production.approvals, [{"approver": "frank", "meaning": "rejected", "at": "2026-11-23T09:50:00Z"}])
 	d := promotion.decision with input as patched(production, [{"op": "replace", "path": "/approvals", "value": approvals}])
