@@ -991,6 +991,22 @@ func applyDecision(tx stateTx, index uint64, e *decisionEvent, hd header, t time
 	if _, err := policy.ParseDigest(e.PolicySet); err != nil {
 		return reject("policy set %q: %v", e.PolicySet, err)
 	}
+	// A decision counts only if made by the set in force at its place in the
+	// ledger (and a dry run's by the draft then running): replaying it with
+	// its own set would otherwise prove nothing about the rules that applied.
+	// The server always records the default pack before the first decision.
+	if active, found, err := getString(tx, keyPolicyActive); err != nil {
+		return err
+	} else if !found || active != e.PolicySet {
+		return reject("decision names policy set %s, but the active set at this point of the ledger is %s", e.PolicySet, orNone(active))
+	}
+	if e.DryRun != nil {
+		if draft, found, err := getString(tx, keyPolicyDryRun); err != nil {
+			return err
+		} else if !found || draft != e.DryRun.PolicySet {
+			return reject("decision's dry run names policy set %s, but the dry-run set at this point of the ledger is %s", e.DryRun.PolicySet, orNone(draft))
+		}
+	}
 	switch {
 	case e.Status == StatusAllowed && !e.Result.Allow,
 		e.Status != StatusAllowed && e.Status != StatusDenied && e.Status != StatusWaiting,
@@ -1072,6 +1088,13 @@ func applyDecision(tx stateTx, index uint64, e *decisionEvent, hd header, t time
 // so its write never precedes a rejection.
 func checkMoveDecision(tx stateTx, e *aliasMovedEvent) error {
 	if e.Decision == 0 {
+		// Moves without a decision predate policy gating: once a policy set
+		// is on record, every move must be carried by an allowing decision.
+		if active, found, err := getString(tx, keyPolicyActive); err != nil {
+			return err
+		} else if found {
+			return reject("alias move of %s/%s names no decision, but policy set %s is in force: moves are decided by policy", e.Model, e.Alias, active)
+		}
 		return nil
 	}
 	var d DecisionRecord
@@ -1099,4 +1122,12 @@ func checkMoveDecision(tx stateTx, e *aliasMovedEvent) error {
 		return err
 	}
 	return tx.Set(k, nil)
+}
+
+// orNone is s, or "none" when empty, for messages.
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

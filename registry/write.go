@@ -281,11 +281,14 @@ func (r *Registry) verifySignature(ctx context.Context, model, digest string, bu
 	return ev, nil
 }
 
-// SetAlias moves an alias by compare-and-swap: the alias must point at
-// in.ExpectVersion (or, with ExpectUnset, not exist) when the move is
-// sequenced, else a *ConflictError names where it points. The target must
-// exist and not be revoked. Authorisation (admin only until policies decide)
-// is the server's.
+// SetAlias moves an alias by compare-and-swap, without a policy decision:
+// the alias must point at in.ExpectVersion (or, with ExpectUnset, not exist)
+// when the move is sequenced, else a *ConflictError names where it points.
+// The target must exist and not be revoked. Once a policy set is on record
+// (the server records the default pack with the first decision), the
+// projection refuses moves without a decision, so this only works on a
+// ledger that has never decided anything; the server files promotions
+// (Promote) instead.
 func (r *Registry) SetAlias(ctx context.Context, actor Actor, in SetAliasInput) (Alias, error) {
 	if err := validActor(actor); err != nil {
 		return Alias{}, err
