@@ -254,8 +254,11 @@ const (
 	OutcomeDropped
 	// OutcomeOversize: not mirrored because a body exceeded the size limit.
 	OutcomeOversize
-	// OutcomeNotMirrored: mirroring is off; only the request and the
-	// primary's latency are counted.
+	// OutcomeNotMirrored: no copy was sent and nobody is to blame: mirroring
+	// is off, the request is not one that is mirrored (HEAD, upgrades), the
+	// primary's success carries no body to compare (204, 205), or the caller
+	// left. Only the request (and, when it completed, the primary's latency)
+	// is counted.
 	OutcomeNotMirrored
 )
 

@@ -2,6 +2,9 @@ package shadow
 
 import (
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,10 +57,12 @@ type ProxyConfig struct {
 	// PrimaryTransport defaults to a tuned clone of http.DefaultTransport
 	// (a keep-alive pool sized for proxying). ShadowTransport, when nil,
 	// means one keep-alive HTTP/1.1 connection per worker for a plain http
-	// shadow (no transparent gzip: the shadow gets the caller's
-	// Accept-Encoding, like the primary), and a tuned clone of
-	// http.DefaultTransport for https or when the environment names a
-	// proxy for the shadow.
+	// shadow, and a tuned clone of http.DefaultTransport for https or when
+	// the environment names a proxy for the shadow. The default transports
+	// never compress transparently: both upstreams get exactly the caller's
+	// Accept-Encoding, and the caller gets the primary's bytes. A transport
+	// given here should do the same (DisableCompression), or the caller's
+	// response may differ from the primary's.
 	PrimaryTransport http.RoundTripper
 	ShadowTransport  http.RoundTripper
 }
@@ -70,10 +74,17 @@ type ProxyConfig struct {
 //
 // What is mirrored: requests other than HEAD, CONNECT and protocol upgrades
 // (Upgrade header), whose bodies and the primary's 2xx response bodies fit
-// BodyLimit. Requests and responses are otherwise proxied as
-// httputil.ReverseProxy does (hop-by-hop headers removed, upgrades
-// tunnelled); a primary that cannot be reached gets the caller a 502 with an
-// empty body, as ReverseProxy's default.
+// BodyLimit, except 204 and 205 answers, which carry no prediction (counted
+// as not mirrored). Compressed responses (gzip, deflate) are decoded by the
+// workers before comparison, and their decoded size must fit BodyLimit too.
+// Requests and responses are otherwise proxied as httputil.ReverseProxy does
+// (hop-by-hop headers removed, upgrades tunnelled), except that the
+// caller's Forwarded and X-Forwarded-* headers reach the primary as they
+// reach the shadow; a primary that cannot be reached gets the caller a 502
+// with an empty body, as ReverseProxy's default.
+//
+// EVERY REQUEST IS RECORDED EXACTLY ONCE, including one whose response
+// breaks off while it streams to the caller.
 type Proxy struct {
 	cfg    ProxyConfig
 	agg    *Aggregator
@@ -117,13 +128,15 @@ type exchange struct {
 	body    []byte
 	hasBody bool
 
-	limit   int64 // capture limit; -1: do not capture
-	status  int
-	failed  bool
-	over    bool
-	capture bytes.Buffer // the primary's response body
-	cb      captureBody
-	lr      io.LimitedReader // for the shadow's response body: io.LimitReader allocates
+	limit  int64 // capture limit; -1: do not capture
+	status int
+	// failed: the primary could not be reached, or its body broke off.
+	failed   bool
+	over     bool
+	capture  bytes.Buffer // the primary's response body
+	encoding []string     // the primary's Content-Encoding values, when captured
+	cb       captureBody
+	lr       io.LimitedReader // for the shadow's response body: io.LimitReader allocates
 
 	method   string
 	path     string
@@ -186,6 +199,12 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(primary)
 			pr.Out.Host = pr.In.Host
+			// ReverseProxy strips the forwarding headers before Rewrite,
+			// for proxies that are the edge. This one is a tap between a
+			// load balancer and the model server: the primary must see the
+			// client address and scheme the balancer set, as it would
+			// without the tap, and as the shadow does.
+			copyForwarded(pr.Out.Header, pr.In.Header)
 			// ReverseProxy wraps the body in a reader net/http does not
 			// know to be in memory, so the transport would flush the
 			// headers and write the body in a second syscall. A buffered
@@ -225,8 +244,39 @@ func newTransport(idlePerHost int) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 0 // no global cap
 	t.MaxIdleConnsPerHost = idlePerHost
+	// Transparent gzip would ask an upstream for gzip the caller did not
+	// ask for, and hand the caller a decompressed, re-framed body.
+	t.DisableCompression = true
 	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	return t
+}
+
+// forwardedHeaders are the forwarding headers ReverseProxy strips from
+// outbound requests before calling Rewrite.
+var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+// copyForwarded copies the caller's forwarding headers from in to out,
+// except those the caller's Connection header names (hop-by-hop, which
+// ReverseProxy has removed and the shadow copy leaves out too). The value
+// slices are shared: neither header is modified afterwards.
+func copyForwarded(out, in http.Header) {
+	for _, k := range forwardedHeaders {
+		if v, ok := in[k]; ok && !namedByConnection(in, k) {
+			out[k] = v
+		}
+	}
+}
+
+// namedByConnection reports whether h's Connection header lists name.
+func namedByConnection(h http.Header, name string) bool {
+	for _, c := range h["Connection"] {
+		for f := range strings.SplitSeq(c, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // copyBufferPool lends ReverseProxy its 32 KiB copy buffers.
@@ -343,7 +393,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if mirror && !oversize {
 		ex.limit = limit
 	}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, ex)))
+	p.forward(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, ex)), ex, start, oversize)
 	latency := time.Since(start)
 
 	obs := Observation{PrimaryLatency: latency}
@@ -355,7 +405,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		obs.Outcome, obs.PrimaryLatency = OutcomeNotMirrored, 0
 	case !ok:
 		obs.Outcome = OutcomePrimaryError
-	case !mirror && !oversize:
+	case !mirror && !oversize,
+		ex.status == http.StatusNoContent || ex.status == http.StatusResetContent:
+		// A success without a body has no prediction to compare, and is
+		// not the primary's failure.
 		obs.Outcome = OutcomeNotMirrored
 	case oversize || ex.over:
 		obs.Outcome = OutcomeOversize
@@ -387,25 +440,63 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = p.agg.Record(obs)
 }
 
+// forward runs the reverse proxy for r. ReverseProxy aborts a response
+// that breaks off while it streams to the caller (the primary's body failed,
+// or the caller left) by panicking with http.ErrAbortHandler, so that
+// net/http drops the connection; ServeHTTP's recording after it would never
+// run. forward records such a request and panics on with the same value.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange, start time.Time, oversize bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.recordAbort(r, ex, start, oversize)
+			panic(v)
+		}
+	}()
+	p.rp.ServeHTTP(w, r)
+}
+
+// recordAbort records a request whose proxying panicked: a primary error
+// when the primary failed (or no response came back), otherwise the
+// caller's side broke (it left, or could not be written to) and the
+// request is not mirrored, with no latency.
+func (p *Proxy) recordAbort(r *http.Request, ex *exchange, start time.Time, oversize bool) {
+	obs := Observation{Outcome: OutcomeNotMirrored}
+	if r.Context().Err() == nil && (ex.failed || ex.status == 0) {
+		obs.Outcome, obs.PrimaryLatency = OutcomePrimaryError, time.Since(start)
+	}
+	obs.Segment = p.segmentOf(r.Header, ex, oversize || ex.over)
+	p.putExchange(ex)
+	_ = p.agg.Record(obs) // outcome is valid by construction
+}
+
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
+// readStart bounds readUpTo's first allocation: a length the caller
+// announces is not trusted with more memory before its bytes arrive.
+const readStart = 32 << 10
+
 // readUpTo reads r to its end or to max bytes, whichever comes first, into
-// a new slice. A known length (hint) sizes the slice once, with a byte to
-// spare so that the end of the body is seen without growing it.
+// a new slice. A known length (hint) up to readStart sizes the slice once,
+// with a byte to spare so that the end of the body is seen without growing
+// it; beyond that, the slice doubles as bytes arrive, so memory follows
+// what the caller sent rather than what it claimed. Its capacity never
+// exceeds max.
 func readUpTo(r io.Reader, hint, max int64) ([]byte, error) {
 	n := int64(512)
 	if hint >= 0 {
 		n = hint + 1
 	}
-	buf := make([]byte, 0, min(n, max))
+	buf := make([]byte, 0, min(n, readStart, max))
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) >= max {
 				return buf, nil
 			}
-			buf = slices.Grow(buf, int(min(int64(cap(buf)), max-int64(len(buf)))))
+			grown := make([]byte, len(buf), min(2*int64(cap(buf)), max))
+			copy(grown, buf)
+			buf = grown
 		}
 		m, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
@@ -441,14 +532,21 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	ex.status = resp.StatusCode
-	if ex.limit >= 0 && resp.StatusCode >= 200 && resp.StatusCode <= 299 {
-		if resp.ContentLength > ex.limit {
-			ex.over = true
-			return nil
-		}
-		ex.cb = captureBody{rc: resp.Body, ex: ex}
-		resp.Body = &ex.cb
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return nil // ReverseProxy needs the connection itself as the body
 	}
+	capture := ex.limit >= 0 && resp.StatusCode >= 200 && resp.StatusCode <= 299
+	if capture && resp.ContentLength > ex.limit {
+		ex.over = true
+		capture = false
+	}
+	if capture {
+		ex.encoding = resp.Header["Content-Encoding"]
+	}
+	// Every body is wrapped, captured or not, so that a response that
+	// breaks off is known to be the primary's failure (see recordAbort).
+	ex.cb = captureBody{rc: resp.Body, ex: ex, capture: capture}
+	resp.Body = &ex.cb
 	return nil
 }
 
@@ -459,16 +557,18 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	w.WriteHeader(http.StatusBadGateway)
 }
 
-// captureBody copies what the caller receives into ex.capture, up to the
-// limit, while the reverse proxy streams it on.
+// captureBody notes a primary body that breaks off, and when capture is
+// set copies what the caller receives into ex.capture, up to the limit,
+// while the reverse proxy streams it on.
 type captureBody struct {
-	rc io.ReadCloser
-	ex *exchange
+	rc      io.ReadCloser
+	ex      *exchange
+	capture bool
 }
 
 func (c *captureBody) Read(b []byte) (int, error) {
 	n, err := c.rc.Read(b)
-	if n > 0 && !c.ex.over {
+	if n > 0 && c.capture && !c.ex.over {
 		if int64(c.ex.capture.Len()+n) > c.ex.limit {
 			c.ex.over = true
 		} else {
@@ -495,15 +595,16 @@ func (p *Proxy) worker() {
 		sc = newShadowConn(p.base, p.direct)
 		defer sc.close()
 	}
+	dec := new(decoder)
 	for {
 		select {
 		case ex := <-p.queue:
-			p.mirror(base, sc, ex)
+			p.mirror(base, sc, dec, ex)
 		case <-p.quit:
 			for {
 				select {
 				case ex := <-p.queue:
-					p.mirror(base, sc, ex)
+					p.mirror(base, sc, dec, ex)
 				default:
 					return
 				}
@@ -518,10 +619,11 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"}
 
 // mirror sends ex's copy to the shadow, over sc when it is not nil,
-// compares, records, and recycles ex. JSON parsing of both responses
-// happens here, off the caller's path.
-func (p *Proxy) mirror(base context.Context, sc *shadowConn, ex *exchange) {
+// compares, records, and recycles ex. Decoding and JSON parsing of both
+// responses happen here, off the caller's path, with dec's buffers.
+func (p *Proxy) mirror(base context.Context, sc *shadowConn, dec *decoder, ex *exchange) {
 	defer p.putExchange(ex)
+	defer dec.release()
 	obs := Observation{Segment: ex.segment, PrimaryLatency: ex.latency}
 	if p.segPtr != nil {
 		obs.Segment = p.segmentOf(ex.header, ex, false)
@@ -531,21 +633,28 @@ func (p *Proxy) mirror(base context.Context, sc *shadowConn, ex *exchange) {
 		_ = p.agg.Record(obs)
 		return
 	}
-	pv, err := p.cmp.Extract(ex.capture.Bytes())
+	body, err := dec.decode(ex.capture.Bytes(), ex.encoding, p.cfg.BodyLimit)
+	if err == nil {
+		obs.Primary, err = p.cmp.Extract(body)
+	}
 	if err != nil {
 		obs.Outcome = OutcomePrimaryError
+		if errors.Is(err, errDecodedOverLimit) {
+			// As a primary body over the limit on the wire: not mirrored.
+			obs.Outcome = OutcomeOversize
+		}
 		_ = p.agg.Record(obs)
 		return
 	}
-	obs.Primary = pv
 	req := p.shadowRequest(ex)
 	var status int
+	var encoding []string
 	timedOut := false
 	t0 := time.Now()
 	if sc != nil {
 		deadline := t0.Add(p.cfg.Timeout)
 		ex.capture.Reset() // the primary's copy is no longer needed
-		status, err = sc.roundTrip(req, ex.body, deadline, &ex.capture, p.cfg.BodyLimit)
+		status, encoding, err = sc.roundTrip(req, ex.body, deadline, &ex.capture, p.cfg.BodyLimit)
 		timedOut = err != nil && (isDeadline(err) || !time.Now().Before(deadline))
 	} else {
 		ctx, cancel := context.WithTimeout(base, p.cfg.Timeout)
@@ -562,7 +671,7 @@ func (p *Proxy) mirror(base context.Context, sc *shadowConn, ex *exchange) {
 			_, err = ex.capture.ReadFrom(&ex.lr)
 			ex.lr.R = nil
 			resp.Body.Close()
-			status = resp.StatusCode
+			status, encoding = resp.StatusCode, resp.Header["Content-Encoding"]
 		}
 		timedOut = err != nil && ctx.Err() != nil
 	}
@@ -574,7 +683,11 @@ func (p *Proxy) mirror(base context.Context, sc *shadowConn, ex *exchange) {
 		case int64(ex.capture.Len()) > p.cfg.BodyLimit:
 			err = errors.New("shadow response over the body limit")
 		default:
-			obs.Shadow, err = p.cmp.Extract(ex.capture.Bytes())
+			// A shadow body over the limit once decoded is a shadow error,
+			// as one over the limit on the wire is.
+			if body, err = dec.decode(ex.capture.Bytes(), encoding, p.cfg.BodyLimit); err == nil {
+				obs.Shadow, err = p.cmp.Extract(body)
+			}
 		}
 	}
 	switch {
@@ -589,6 +702,126 @@ func (p *Proxy) mirror(base context.Context, sc *shadowConn, ex *exchange) {
 		obs.Outcome = OutcomeShadowError
 	}
 	_ = p.agg.Record(obs)
+}
+
+// errDecodedOverLimit: a compressed body decodes to more than the body
+// limit.
+var errDecodedOverLimit = errors.New("decoded body over the body limit")
+
+// maxCodings bounds the content codings applied to one body that are
+// decoded; real servers apply one.
+const maxCodings = 4
+
+// decoder decodes compressed response bodies for comparison. Each worker
+// has its own, so that its readers and buffers serve one exchange after
+// another without allocating.
+type decoder struct {
+	src bytes.Reader
+	gz  gzip.Reader   // usable once Reset
+	zl  io.ReadCloser // zlib-wrapped deflate, made on first use
+	fl  io.ReadCloser // raw deflate, made on first use
+	lr  io.LimitedReader
+	buf [2]bytes.Buffer // alternate between layers of codings
+}
+
+// decode returns body decoded according to its Content-Encoding values,
+// which list codings in the order they were applied, so they are undone
+// last first. Without a coding, or with identity, body comes back as it
+// is. gzip (or x-gzip) and deflate are decoded; deflate is zlib-wrapped as
+// RFC 9110 says, or raw as some servers send it. Another coding is an
+// error: the body cannot be compared. A body that decodes to more than
+// limit bytes is errDecodedOverLimit (decoding stops there). The result is
+// valid until the next decode or release.
+func (d *decoder) decode(body []byte, encoding []string, limit int64) ([]byte, error) {
+	if len(encoding) == 0 {
+		return body, nil
+	}
+	var codings [maxCodings]string
+	n := 0
+	for _, v := range encoding {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c == "" || strings.EqualFold(c, "identity") {
+				continue
+			}
+			if n == maxCodings {
+				return nil, fmt.Errorf("more than %d content codings in %q", maxCodings, encoding)
+			}
+			codings[n] = c
+			n++
+		}
+	}
+	next := 0
+	for i := n - 1; i >= 0; i-- {
+		dst := &d.buf[next]
+		dst.Reset()
+		if err := d.decodeOne(dst, body, codings[i], limit); err != nil {
+			return nil, err
+		}
+		body = dst.Bytes()
+		next ^= 1
+	}
+	return body, nil
+}
+
+func (d *decoder) decodeOne(dst *bytes.Buffer, src []byte, coding string, limit int64) error {
+	d.src.Reset(src)
+	var r io.Reader
+	switch {
+	case strings.EqualFold(coding, "gzip"), strings.EqualFold(coding, "x-gzip"):
+		if err := d.gz.Reset(&d.src); err != nil {
+			return fmt.Errorf("decoding %s body: %w", coding, err)
+		}
+		r = &d.gz
+	case strings.EqualFold(coding, "deflate") && isZlib(src):
+		if d.zl == nil {
+			zl, err := zlib.NewReader(&d.src)
+			if err != nil {
+				return fmt.Errorf("decoding %s body: %w", coding, err)
+			}
+			d.zl = zl
+		} else if err := d.zl.(zlib.Resetter).Reset(&d.src, nil); err != nil {
+			return fmt.Errorf("decoding %s body: %w", coding, err)
+		}
+		r = d.zl
+	case strings.EqualFold(coding, "deflate"):
+		if d.fl == nil {
+			d.fl = flate.NewReader(&d.src)
+		} else if err := d.fl.(flate.Resetter).Reset(&d.src, nil); err != nil {
+			return fmt.Errorf("decoding %s body: %w", coding, err)
+		}
+		r = d.fl
+	default:
+		return fmt.Errorf("content coding %q cannot be decoded", coding)
+	}
+	d.lr = io.LimitedReader{R: r, N: limit + 1}
+	_, err := dst.ReadFrom(&d.lr)
+	d.lr.R = nil
+	if err != nil {
+		return fmt.Errorf("decoding %s body: %w", coding, err)
+	}
+	if int64(dst.Len()) > limit {
+		return errDecodedOverLimit
+	}
+	return nil
+}
+
+// isZlib reports whether b starts with a zlib header (RFC 1950 2.2):
+// deflate, a window of at most 32 KiB, and a valid check.
+func isZlib(b []byte) bool {
+	return len(b) >= 2 && b[0]&0x0f == 8 && b[0]>>4 <= 7 && (uint16(b[0])<<8|uint16(b[1]))%31 == 0
+}
+
+// release lets go of what one exchange left in d: buffers that grew large
+// (so that the workers do not pin BodyLimit-sized buffers after a burst of
+// big bodies) and the reference to the last body.
+func (d *decoder) release() {
+	const keep = 64 << 10
+	d.src.Reset(nil)
+	for i := range d.buf {
+		if d.buf[i].Cap() > keep {
+			d.buf[i] = bytes.Buffer{}
+		}
+	}
 }
 
 // shadowRequest builds the copy of ex's request for the shadow, without a

@@ -26,12 +26,44 @@ type shadowConn struct {
 	addr string
 	base context.Context // cancelled when Shutdown abandons the queue
 	conn net.Conn
+	in   readBudget // conn, as br reads it
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	stop func() bool // unregisters the cancellation hook of conn
 	// reused: conn has completed an exchange, so the shadow may have closed
 	// it while it sat idle.
 	reused bool
+	idle   idleProbe
+}
+
+// maxResponseHeader bounds the bytes of a response's status line and
+// headers (informational responses included): http.Server's default for
+// request headers, a tenth of http.Transport's default for response
+// headers; a model server's answer needs a few hundred bytes. What is left
+// of it also covers a chunked body's framing and trailers.
+const maxResponseHeader = 1 << 20
+
+// errReadBudget: a shadow response is larger than one exchange may read.
+var errReadBudget = fmt.Errorf("shadow response over its read limit (%d bytes of headers and framing, plus the body limit)", maxResponseHeader)
+
+// readBudget reads from r until n bytes are spent, then fails: a shadow
+// cannot make one exchange read without end, be it an endless header line
+// or a body past the limit.
+type readBudget struct {
+	r io.Reader
+	n int64
+}
+
+func (b *readBudget) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, errReadBudget
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n -= int64(n)
+	return n, err
 }
 
 // directAddr returns host:port when the shadow can be reached over a
@@ -56,24 +88,34 @@ func newShadowConn(base context.Context, addr string) *shadowConn {
 }
 
 // roundTrip sends req with body and reads the response body into dst, up to
-// limit+1 bytes (more is not read: the caller sees it is over the limit).
+// limit+1 bytes (more is not read: the caller sees it is over the limit),
+// and returns the response's status and Content-Encoding values.
 // Everything must finish by deadline. A connection the shadow closed while
 // it was idle gets the request sent once more on a new one.
-func (c *shadowConn) roundTrip(req *http.Request, body []byte, deadline time.Time, dst *bytes.Buffer, limit int64) (status int, err error) {
+func (c *shadowConn) roundTrip(req *http.Request, body []byte, deadline time.Time, dst *bytes.Buffer, limit int64) (status int, encoding []string, err error) {
 	for attempt := 0; ; attempt++ {
+		if c.conn != nil && c.reused {
+			// The deadline first: the last exchange's may have passed while
+			// the connection sat idle, and would fail the probe.
+			if err := c.conn.SetDeadline(deadline); err != nil || !c.idle.quiet() {
+				// Closed by the shadow, or sent bytes no request asked for,
+				// which would be read as the next response.
+				c.close()
+			}
+		}
 		if c.conn == nil {
 			if err := c.dial(deadline); err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 		}
 		reused := c.reused
-		status, stale, err := c.exchange(req, body, deadline, dst, limit)
+		status, encoding, stale, err := c.exchange(req, body, deadline, dst, limit)
 		if err == nil {
-			return status, nil
+			return status, encoding, nil
 		}
 		c.close()
 		if !stale || !reused || attempt > 0 {
-			return 0, err
+			return 0, nil, err
 		}
 	}
 }
@@ -87,12 +129,14 @@ func (c *shadowConn) dial(deadline time.Time) error {
 		return err
 	}
 	c.conn = conn
+	c.in = readBudget{r: conn}
 	if c.br == nil {
-		c.br, c.bw = bufio.NewReader(conn), bufio.NewWriter(conn)
+		c.br, c.bw = bufio.NewReader(&c.in), bufio.NewWriter(conn)
 	} else {
-		c.br.Reset(conn)
+		c.br.Reset(&c.in)
 		c.bw.Reset(conn)
 	}
+	c.idle.reset(conn)
 	// Shutdown's deadline must interrupt an exchange in flight.
 	c.stop = context.AfterFunc(c.base, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	c.reused = false
@@ -107,19 +151,25 @@ func (c *shadowConn) close() {
 	c.stop()
 	_ = c.conn.Close()
 	c.conn, c.stop = nil, nil
+	c.in.r = nil
+	c.idle.reset(nil)
 }
 
 // exchange writes one request and reads its response. stale reports that
 // the connection failed before any byte of a response arrived: the shadow
 // had closed it, and the request can go again on a new connection.
-func (c *shadowConn) exchange(req *http.Request, body []byte, deadline time.Time, dst *bytes.Buffer, limit int64) (status int, stale bool, err error) {
+//
+// One exchange reads at most maxResponseHeader bytes before the response's
+// headers end, and limit+1 more after: anything larger fails the exchange
+// and so closes the connection.
+func (c *shadowConn) exchange(req *http.Request, body []byte, deadline time.Time, dst *bytes.Buffer, limit int64) (status int, encoding []string, stale bool, err error) {
 	if err := c.conn.SetDeadline(deadline); err != nil {
-		return 0, false, err
+		return 0, nil, false, err
 	}
 	// After SetDeadline: a cancellation that came before it would have its
 	// past deadline overwritten, so it is seen here instead.
 	if err := c.base.Err(); err != nil {
-		return 0, false, err
+		return 0, nil, false, err
 	}
 	req.Body, req.ContentLength = nil, 0
 	if len(body) > 0 {
@@ -128,19 +178,20 @@ func (c *shadowConn) exchange(req *http.Request, body []byte, deadline time.Time
 		req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	}
 	if err := req.Write(c.bw); err != nil {
-		return 0, false, err
+		return 0, nil, false, err
 	}
 	if err := c.bw.Flush(); err != nil {
-		return 0, isClosedConn(err), err
+		return 0, nil, isClosedConn(err), err
 	}
+	c.in.n = maxResponseHeader
 	if _, err := c.br.Peek(1); err != nil {
-		return 0, isClosedConn(err), err
+		return 0, nil, isClosedConn(err), err
 	}
 	var resp *http.Response
 	for {
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
-			return 0, false, err
+			return 0, nil, false, err
 		}
 		// Informational answers (100 Continue, 103 Early Hints) precede
 		// the real one.
@@ -149,21 +200,26 @@ func (c *shadowConn) exchange(req *http.Request, body []byte, deadline time.Time
 		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return 0, false, fmt.Errorf("shadow status %d", resp.StatusCode)
+		return 0, nil, false, fmt.Errorf("shadow status %d", resp.StatusCode)
 	}
+	c.in.n += limit + 1
 	lr := io.LimitedReader{R: resp.Body, N: limit + 1}
 	if _, err := dst.ReadFrom(&lr); err != nil {
-		return 0, false, err
+		return 0, nil, false, err
 	}
-	if lr.N <= 0 || resp.Close {
+	encoding = resp.Header["Content-Encoding"]
+	if lr.N <= 0 || resp.Close || c.br.Buffered() > 0 {
 		// Over the limit, the rest is not worth reading: the connection
-		// goes instead. A response that ends the connection ends it too.
+		// goes instead. A response that ends the connection ends it too,
+		// and so do bytes past the response's end (a stray newline after
+		// the body, say), which the next exchange would read as its
+		// response.
 		c.close()
-		return resp.StatusCode, false, nil
+		return resp.StatusCode, encoding, false, nil
 	}
 	_ = resp.Body.Close() // read to its end: returns at once
 	c.reused = true
-	return resp.StatusCode, false, nil
+	return resp.StatusCode, encoding, false, nil
 }
 
 // isClosedConn reports errors of a connection the peer closed.
