@@ -10,13 +10,21 @@ import (
 )
 
 // Reporter delivers signed evidence batches to the registry. Deliver MUST
-// return nil only once the registry has durably accepted the batch. A
-// Reporter is free to fail; the Agent resends the same batch. A registry
-// that has already accepted the batch answers the resend with ErrReplay,
-// which the Agent takes as delivered.
+// return nil only once the registry has durably accepted the batch, and MUST
+// return soon after ctx is done: the Agent bounds every attempt with
+// AgentConfig.DeliveryTimeout through ctx. A Reporter is free to fail; the
+// Agent resends the same batch. A registry that has already accepted the
+// batch answers the resend with ErrReplay, which the Agent takes as
+// delivered.
 type Reporter interface {
 	Deliver(ctx context.Context, b *SignedBatch) error
 }
+
+// DefaultDeliveryTimeout bounds one delivery attempt when
+// AgentConfig.DeliveryTimeout is zero. A batch is a few kilobytes of
+// sketches, so an attempt that takes this long is a registry that accepted
+// the connection and stopped answering; giving up lets the next flush retry.
+const DefaultDeliveryTimeout = 30 * time.Second
 
 // AgentConfig configures an Agent.
 type AgentConfig struct {
@@ -28,6 +36,10 @@ type AgentConfig struct {
 	// is the current time in microseconds, so that a restarted agent keeps
 	// numbering above what it sent before without keeping state.
 	FirstSequence uint64
+	// DeliveryTimeout bounds each Deliver call; a call that runs out counts
+	// as a failed attempt and the batch is resent at the next flush. The
+	// default is DefaultDeliveryTimeout.
+	DeliveryTimeout time.Duration
 	// Now is the clock; the default is time.Now.
 	Now func() time.Time
 }
@@ -39,21 +51,37 @@ type AgentConfig struct {
 //     resends that same batch (same sequence, same id, same bytes).
 //   - Evidence gathered meanwhile stays in the Aggregator and goes into the
 //     next batch, so nothing is lost and nothing is counted twice.
+//   - No delivery attempt outlasts AgentConfig.DeliveryTimeout, and none
+//     holds up Status, Delivered, Undelivered or the Aggregator: only
+//     flushes wait for each other.
 //
 // Its methods are safe for concurrent use; flushes are serialised.
 type Agent struct {
 	cfg AgentConfig
 	agg *Aggregator
 
-	mu        sync.Mutex
-	next      uint64
-	pending   *SignedBatch
-	pendingID string
-	start     time.Time
-	delivered *Evidence // everything acknowledged so far, for local display
-	sent      uint64    // batches acknowledged
-	failures  uint64    // failed deliveries
+	// flushMu serialises Flush and Keep, and is held across Deliver; mu
+	// guards the fields below and is never held across I/O, so that a slow
+	// registry delays only the next flush.
+	flushMu sync.Mutex
+
+	mu      sync.Mutex
+	next    uint64
+	pending []outstanding // oldest first; more than one only after Keep
+	start   time.Time
+	// delivered is everything acknowledged so far, for local display.
+	delivered *Evidence
+	sent      uint64 // batches acknowledged
+	failures  uint64 // failed deliveries
 	lastErr   error
+}
+
+// outstanding is a signed batch not yet acknowledged, with its evidence as
+// decoded from the signed payload: exactly what the registry will count.
+type outstanding struct {
+	sb *SignedBatch
+	id string
+	ev *Evidence
 }
 
 // NewAgent returns an agent reporting agg's evidence.
@@ -69,6 +97,12 @@ func NewAgent(agg *Aggregator, cfg AgentConfig) (*Agent, error) {
 	}
 	if cfg.Reporter == nil {
 		return nil, errors.New("agent: no reporter")
+	}
+	if cfg.DeliveryTimeout < 0 {
+		return nil, fmt.Errorf("agent delivery timeout %v: want a positive duration, or zero for the default", cfg.DeliveryTimeout)
+	}
+	if cfg.DeliveryTimeout == 0 {
+		cfg.DeliveryTimeout = DefaultDeliveryTimeout
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -87,11 +121,15 @@ type AgentStatus struct {
 	LastError   error
 }
 
-// Status reports delivery progress.
+// Status reports delivery progress. It never waits for a delivery attempt.
 func (a *Agent) Status() AgentStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return AgentStatus{Delivered: a.sent, Failures: a.failures, Outstanding: a.pendingID, LastError: a.lastErr}
+	st := AgentStatus{Delivered: a.sent, Failures: a.failures, LastError: a.lastErr}
+	if len(a.pending) > 0 {
+		st.Outstanding = a.pending[0].id
+	}
+	return st
 }
 
 // Delivered returns a copy of all evidence the registry has acknowledged.
@@ -101,43 +139,112 @@ func (a *Agent) Delivered() *Evidence {
 	return a.delivered.Clone()
 }
 
-// Flush delivers the outstanding batch if there is one, otherwise cuts a new
-// batch from the aggregator (nothing is sent when it is empty). It returns
-// the delivery error, if any; the batch then stays outstanding.
-func (a *Agent) Flush(ctx context.Context) error {
+// Undelivered returns a copy of all evidence gathered that the registry has
+// not acknowledged: the outstanding batch (and any batch Keep cut) plus what
+// the aggregator holds. Once no flush is running (after Run or Drain has
+// returned), Delivered and Undelivered are disjoint and together hold every
+// observation recorded; while one runs, a batch acknowledged between the two
+// calls would appear in both.
+func (a *Agent) Undelivered() *Evidence {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var ev *Evidence
-	if a.pending == nil {
-		ev = a.agg.Take()
-		if ev.Empty() {
-			return nil
-		}
-		now := a.cfg.Now()
-		b := &Batch{DeploymentID: a.cfg.DeploymentID, AgentID: a.cfg.AgentID, Sequence: a.next, Start: a.start, End: now, Evidence: ev}
-		sb, err := SignBatch(b, a.cfg.Key)
-		if err != nil {
-			// Cannot happen with a validated config; keep the evidence.
-			_ = a.agg.restore(ev)
-			return fmt.Errorf("cutting batch %d: %w", a.next, err)
-		}
-		a.pending, a.pendingID = sb, b.ID()
-		a.next++
-		a.start = now
+	// The aggregator is read under mu so that a concurrent cut, which moves
+	// its evidence into pending under mu, cannot be seen twice or not at all.
+	ev := a.agg.Peek()
+	for _, p := range a.pending {
+		// Cannot fail: the batch was cut from this aggregator's comparator,
+		// and counts stay below 2^53 for any real deployment.
+		_ = ev.Merge(p.ev)
 	}
-	err := a.cfg.Reporter.Deliver(ctx, a.pending)
+	return ev
+}
+
+// cut makes the aggregator's evidence the next outstanding batch; it
+// reports false when there is nothing to send. The caller holds mu.
+func (a *Agent) cut() (bool, error) {
+	ev := a.agg.Take()
+	if ev.Empty() {
+		return false, nil
+	}
+	now := a.cfg.Now()
+	b := &Batch{DeploymentID: a.cfg.DeploymentID, AgentID: a.cfg.AgentID, Sequence: a.next, Start: a.start, End: now, Evidence: ev}
+	sb, err := SignBatch(b, a.cfg.Key)
+	var decoded *Batch
+	if err == nil {
+		decoded, err = DecodeBatch(sb.Payload)
+	}
+	if err != nil {
+		// Cannot happen with a validated config; keep the evidence.
+		_ = a.agg.restore(ev)
+		return false, fmt.Errorf("cutting batch %d: %w", a.next, err)
+	}
+	a.pending = append(a.pending, outstanding{sb: sb, id: b.ID(), ev: decoded.Evidence})
+	a.next++
+	a.start = now
+	return true, nil
+}
+
+// Flush delivers the outstanding batch if there is one, otherwise cuts a new
+// batch from the aggregator (nothing is sent when it is empty). It returns
+// the delivery error, if any; the batch then stays outstanding. An attempt
+// that has not finished after AgentConfig.DeliveryTimeout is abandoned and
+// counted as a failure.
+func (a *Agent) Flush(ctx context.Context) error {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
+	a.mu.Lock()
+	if len(a.pending) == 0 {
+		if ok, err := a.cut(); !ok {
+			a.mu.Unlock()
+			return err
+		}
+	}
+	p := a.pending[0]
+	a.mu.Unlock()
+
+	dctx, cancel := context.WithTimeout(ctx, a.cfg.DeliveryTimeout)
+	err := a.cfg.Reporter.Deliver(dctx, p.sb)
+	cancel()
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if err != nil && !errors.Is(err, ErrReplay) {
 		a.failures++
 		a.lastErr = err
-		return fmt.Errorf("delivering batch %s: %w", a.pendingID, err)
+		return fmt.Errorf("delivering batch %s: %w", p.id, err)
 	}
-	b, derr := DecodeBatch(a.pending.Payload)
-	if derr == nil {
-		_ = a.delivered.Merge(b.Evidence)
-	}
-	a.pending, a.pendingID = nil, ""
+	_ = a.delivered.Merge(p.ev)
+	a.pending = a.pending[1:]
 	a.sent++
 	a.lastErr = nil
+	return nil
+}
+
+// Keep hands every batch the registry has not acknowledged to r, oldest
+// first, after cutting what the aggregator still holds into one more batch
+// behind the outstanding one. It is for an agent about to stop whose
+// registry cannot be reached: r keeps the signed batches (in files, say) so
+// that they can be relayed to the registry later, in sequence order. Kept
+// batches still count as undelivered, and a later Flush still delivers them
+// in order. Keep stops at the first error of r.
+func (a *Agent) Keep(ctx context.Context, r Reporter) error {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
+	a.mu.Lock()
+	if _, err := a.cut(); err != nil {
+		a.mu.Unlock()
+		return err
+	}
+	pending := append([]outstanding(nil), a.pending...)
+	a.mu.Unlock()
+	for _, p := range pending {
+		dctx, cancel := context.WithTimeout(ctx, a.cfg.DeliveryTimeout)
+		err := r.Deliver(dctx, p.sb)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("keeping batch %s: %w", p.id, err)
+		}
+	}
 	return nil
 }
 
@@ -166,7 +273,7 @@ func (a *Agent) Drain(ctx context.Context, timeout time.Duration) error {
 		err := a.Flush(ctx)
 		if err == nil {
 			a.mu.Lock()
-			done := a.pending == nil && a.agg.Peek().Empty()
+			done := len(a.pending) == 0 && a.agg.Peek().Empty()
 			a.mu.Unlock()
 			if done {
 				return nil

@@ -58,7 +58,8 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	minSample := fs.Uint64("min-sample", 200, "minimum compared pairs for a segment to be sufficient (summary at exit)")
 	noMirror := fs.Bool("no-mirror", false, "forward only, mirror nothing (reference for benchmarks)")
 	maxSegments := fs.Int("max-segments", shadow.DefaultMaxSegments, "distinct segment names kept; further names are counted in \""+shadow.OverflowSegment+"\"")
-	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, how long queued copies may still be sent (the rest are counted as drops)")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, how long queued copies may still be sent (the rest are counted as drops), and then how long evidence delivery may still be tried")
+	readTimeout := fs.Duration("read-timeout", 60*time.Second, "longest a caller may take to send one request, headers and body")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -82,8 +83,8 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	if reporter != nil {
 		reporter = &loggingReporter{inner: reporter, w: e.stderr}
 	}
-	if *queue < 0 || *workers < 1 || *timeout <= 0 || *bodyLimit < 1 || *flush <= 0 || *drain <= 0 {
-		return usagef("--queue must be >= 0, --workers >= 1, --timeout, --body-limit, --flush-interval and --drain-timeout > 0")
+	if *queue < 0 || *workers < 1 || *timeout <= 0 || *bodyLimit < 1 || *flush <= 0 || *drain <= 0 || *readTimeout <= 0 {
+		return usagef("--queue must be >= 0, --workers >= 1, --timeout, --body-limit, --flush-interval, --drain-timeout and --read-timeout > 0")
 	}
 	if *maxSegments < 1 {
 		return usagef("--max-segments must be >= 1")
@@ -115,7 +116,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	tuneProxyGC(int64(*queue) * *bodyLimit)
+	tuneProxyGC(int64(*queue), *bodyLimit)
 	defer proxy.Close()
 
 	var agent *shadow.Agent
@@ -140,14 +141,14 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 30 * time.Second}
+	srv := proxyServer(proxy, *readTimeout)
 	fmt.Fprintf(e.stderr, "shadow proxy for %s on http://%s: primary %s, shadow %s, mirroring %v\n", *deployment, ln.Addr(), pu, su, !pcfg.DisableMirror)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	agentDone := make(chan error, 1)
 	if agent != nil {
-		go func() { agentDone <- agent.Run(agentCtx, *flush, 10*time.Second) }()
+		go func() { agentDone <- agent.Run(agentCtx, *flush, *drain) }()
 	}
 	var serveErr error
 	select {
@@ -164,17 +165,19 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	cancel()
 
 	// Everything gathered: the delivered batches plus what is left.
-	total := shadow.NewEvidence(cmp)
+	stopAgent()
+	var total *shadow.Evidence
 	if agent != nil {
-		stopAgent()
 		if err := <-agentDone; err != nil {
 			fmt.Fprintf(e.stderr, "evidence not fully delivered: %v\n", err)
 		}
-		_ = total.Merge(agent.Delivered())
+		total = agent.Delivered()
+		left := agent.Undelivered()
+		_ = total.Merge(left)
+		keepUndelivered(ctx, e, agent, left, *registry, *evidenceDir)
 	} else {
-		stopAgent()
+		total = agg.Take()
 	}
-	_ = total.Merge(agg.Take())
 	sum := shadow.Summarize(shadow.Deployment{ID: *deployment, Stopped: true, UpdatedAt: time.Now()}, total, *minSample)
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
@@ -226,8 +229,57 @@ func loadAgentKey(e *env, path string) (ed25519.PrivateKey, error) {
 	return priv, nil
 }
 
-// dirReporter writes each signed batch to DIR/<batch id>.batch (atomically;
-// a resend rewrites the same bytes), until the registry client exists.
+// proxyServer serves the proxy to callers. The read timeouts bound what one
+// caller can hold: without ReadTimeout a caller that announces a body and
+// never sends it keeps a connection and a handler for as long as it likes.
+// ReadTimeout also bounds slow uploads, hence a generous default and a flag;
+// net/http lifts it once the body is read, so slow answers are not cut.
+// IdleTimeout would default to ReadTimeout; it is set well above the 60 s
+// idle timeout common in load balancers so that they, not the proxy, close
+// idle keep-alive connections (the other way round races their next request).
+func proxyServer(h http.Handler, readTimeout time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: min(30*time.Second, readTimeout), ReadTimeout: readTimeout, IdleTimeout: 5 * time.Minute}
+}
+
+// keepUndelivered runs at exit, once the agent has stopped: evidence the
+// registry did not acknowledge must not vanish without a word. With
+// --evidence-dir it is written there as signed batches; without, the
+// operator is told how much was lost and how to keep it next time.
+func keepUndelivered(ctx context.Context, e *env, agent *shadow.Agent, left *shadow.Evidence, registry, evidenceDir string) {
+	n := evidenceRequests(left)
+	if n == 0 {
+		return
+	}
+	if evidenceDir == "" {
+		fmt.Fprintf(e.stderr, "evidence of %d requests was not delivered to the registry %s and is lost; run with --evidence-dir DIR to keep undelivered evidence as signed batches\n", n, registry)
+		return
+	}
+	// The proxy is stopping because ctx is done; the files still have to be
+	// written.
+	if err := agent.Keep(context.WithoutCancel(ctx), dirReporter(evidenceDir)); err != nil {
+		fmt.Fprintf(e.stderr, "evidence of %d requests was not delivered, and keeping it in %s failed: %v\n", n, evidenceDir, err)
+		return
+	}
+	to := ""
+	if registry != "" {
+		to = " to the registry " + registry
+	}
+	fmt.Fprintf(e.stderr, "evidence of %d requests was not delivered%s; its signed batches are in %s (relay them to the registry in file-name order)\n", n, to, evidenceDir)
+}
+
+// evidenceRequests counts the requests in ev over all segments.
+func evidenceRequests(ev *shadow.Evidence) uint64 {
+	var n uint64
+	for _, s := range ev.Segments {
+		n += s.Requests
+	}
+	return n
+}
+
+// dirReporter writes each signed batch to DIR/<sequence>-<batch id>.batch
+// (atomically; a resend rewrites the same bytes). Deliver returns only once
+// the file and its name are on disk, as Reporter's "durably accepted" asks:
+// write, fsync, rename, fsync the directory.
 type dirReporter string
 
 func (d dirReporter) Deliver(_ context.Context, b *shadow.SignedBatch) error {
@@ -236,28 +288,61 @@ func (d dirReporter) Deliver(_ context.Context, b *shadow.SignedBatch) error {
 		return err
 	}
 	name := filepath.Join(string(d), fmt.Sprintf("%020d-%s.batch", parsed.Sequence, parsed.ID()))
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, b.Marshal(), 0o644); err != nil {
-		return fmt.Errorf("writing batch: %w", err)
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return fmt.Errorf("writing batch: %w", err)
+	if err := writeFileSynced(name, b.Marshal()); err != nil {
+		return fmt.Errorf("writing batch %s: %w", parsed.ID(), err)
 	}
 	return nil
+}
+
+// writeFileSynced replaces name with data so that after it returns nil a
+// crash leaves either nothing or the whole file under name, never a torn one.
+func writeFileSynced(name string, data []byte) (err error) {
+	tmp := name + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, name); err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(name))
+	if err != nil {
+		return err
+	}
+	err = dir.Sync()
+	if cerr := dir.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // tuneProxyGC trades memory for the callers' tail latency. The proxy keeps
 // little live memory, so with the default GOGC=100 it collects dozens of
 // times a second under load, and those pauses showed in the callers' p99
 // (bench-shadow: about 1 ms of p99 at GOGC=400). The soft memory limit keeps
-// the higher GOGC bounded: it covers what a full mirror queue can hold
-// (queued bodies) plus a working margin. GOGC or GOMEMLIMIT set in the
-// environment win.
-func tuneProxyGC(queuedBytes int64) {
+// the higher GOGC bounded: it covers what a full mirror queue can hold plus a
+// working margin. Each queued copy holds two bodies of up to bodyLimit: the
+// request it replays to the shadow and the primary's captured response it is
+// compared with. GOGC or GOMEMLIMIT set in the environment win.
+func tuneProxyGC(queue, bodyLimit int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(queuedBytes + 512<<20)
+		debug.SetMemoryLimit(queue*2*bodyLimit + 512<<20)
 	}
 }
