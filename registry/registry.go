@@ -147,6 +147,21 @@ func (r *Registry) header(tx stateReader, typ string, a Actor) (header, error) {
 	if err != nil {
 		return header{}, err
 	}
+	// The actor was authenticated when the request arrived; a principal
+	// revoked since (a compromised admin, say) must not get an entry in
+	// through a request already in flight. Checked against tx, the state
+	// the entry is sequenced after. The server itself is not a principal,
+	// and a refusal is recorded whoever was refused.
+	if a.ID != SystemActor.ID && typ != TypeAccessDenied {
+		var p Principal
+		found, err := getJSON(tx, key(prefixPrincipal, a.ID), &p)
+		if err != nil {
+			return header{}, err
+		}
+		if found && p.Revoked {
+			return header{}, errorf(ErrPermissionDenied, "principal %q was revoked while its request was in flight", a.ID)
+		}
+	}
 	return header{Type: typ, V: eventVersion, Time: t, Actor: refOf(a)}, nil
 }
 

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -267,4 +269,76 @@ func callBlob(t *testing.T, ts *testServer, write bool, token string) (connect.C
 		return connect.CodePermissionDenied, resp.Status
 	}
 	return 0, resp.Status
+}
+
+// TestBlobMetricMethodsBounded: the method label of the blob request
+// counter takes a fixed set of values, whatever methods callers invent
+// (before authentication), so callers cannot grow the metrics without end.
+func TestBlobMetricMethodsBounded(t *testing.T) {
+	ts := newTestServer(t)
+	for i := range 20 {
+		req, err := http.NewRequest(fmt.Sprintf("INVENTED%02d", i), ts.URL+"/v1/blobs/x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.Get(ts.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "INVENTED") || !strings.Contains(string(b), `hallmark_blob_requests_total{method="other",status="404"} 20`) {
+		t.Fatalf("blob request metrics after 20 invented methods:\n%s", grepLines(string(b), "hallmark_blob_requests_total"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestRevokedWhileInFlight: a request authenticated before its principal
+// was revoked does not get its entry in afterwards (the check is repeated
+// against the state the entry is sequenced after).
+func TestRevokedWhileInFlight(t *testing.T) {
+	ts := newTestServer(t)
+	tok2 := ts.addPrincipal("admin2", registryv1.Role_ROLE_ADMIN)
+	ctx := context.Background()
+	actor, err := ts.st.Registry.Authenticate(ctx, tok2) // what the auth check saw
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := ts.st.Registry.Authenticate(ctx, ts.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.st.Registry.RevokePrincipal(ctx, admin, "admin2", "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	size := ts.st.Ledger.Size()
+	// ... then the handler of the request that passed the check runs:
+	_, _, err = ts.st.Registry.AddPrincipal(ctx, actor, "backdoor", "Backdoor", []registry.Role{registry.RoleAdmin})
+	if !errors.Is(err, registry.ErrPermissionDenied) || !strings.Contains(err.Error(), `principal "admin2" was revoked while its request was in flight`) {
+		t.Fatalf("AddPrincipal by a principal revoked in flight: got %v, want permission denied", err)
+	}
+	if ts.st.Ledger.Size() != size {
+		t.Fatalf("the refused request was ledgered")
+	}
+	if _, err := ts.st.Registry.GetPrincipal(ctx, "backdoor"); err == nil {
+		t.Fatal("the backdoor principal exists")
+	}
 }

@@ -97,6 +97,17 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 	}
 }
 
+// methodLabel maps a request method onto a fixed set: the method is the
+// caller's text, counted before authentication, and every distinct label
+// value would be a metric series kept for the life of the process.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
+}
+
 // countBlobs wraps the blob handler to count requests and bytes.
 func (m *metrics) countBlobs(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -106,7 +117,7 @@ func (m *metrics) countBlobs(h http.Handler) http.Handler {
 			r.Body = cr
 		}
 		h.ServeHTTP(cw, r)
-		m.blobRequests.WithLabelValues(r.Method, strconv.Itoa(cw.code)).Inc()
+		m.blobRequests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(cw.code)).Inc()
 		m.blobBytes.WithLabelValues("in").Add(float64(cr.n))
 		m.blobBytes.WithLabelValues("out").Add(float64(cw.n))
 	})

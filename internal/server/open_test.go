@@ -125,3 +125,33 @@ func TestReadyzWritesNothing(t *testing.T) {
 			size, l.Size(), n, digest, n2, digest2, string(l.Checkpoint()) != cp)
 	}
 }
+
+// TestWriteSecretIgnoresLeftoverTemp: a leftover temporary file, with a
+// looser mode or as a symlink elsewhere, neither loosens the secret's mode
+// nor redirects the write.
+func TestWriteSecretIgnoresLeftoverTemp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(path+".tmp", []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSecret(path, "hm_secret\n"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode after a leftover 0644 temp file: %v, %v; want 0600", fi.Mode(), err)
+	}
+	elsewhere := filepath.Join(t.TempDir(), "stolen")
+	if err := os.Symlink(elsewhere, path+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSecret(path, "hm_secret2\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(elsewhere); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the secret was written through a planted symlink: %v", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "hm_secret2\n" {
+		t.Fatalf("secret: %q, %v", b, err)
+	}
+}
