@@ -352,6 +352,40 @@ func TestDocTLSCurlExamples(t *testing.T) {
 	}
 }
 
+// TestClientCertCache: a verification result is reused for the same
+// chain, but never past a certificate's expiry, and a chain longer than
+// maxClientChain is refused without trying its paths.
+func TestClientCertCache(t *testing.T) {
+	ca := testpki.NewCA(t, "ca")
+	now := time.Now()
+	leaf := ca.Issue(t, testpki.Leaf{Subject: pkix.Name{CommonName: "ci-bot"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * time.Second)}).Cert
+	other := ca.Client(t, "ci-bot").Cert
+	roots := ca.Pool()
+	cc := newCertCache()
+	if c := cc.verify([]*x509.Certificate{leaf}, roots, now); c.err != nil {
+		t.Fatalf("valid certificate: %v", c.err)
+	}
+	if c := cc.verify([]*x509.Certificate{leaf}, roots, now.Add(10*time.Second)); c.err != nil {
+		t.Fatalf("valid certificate, cached: %v", c.err)
+	}
+	// 31 s later the leaf has expired, well inside the cache's minute.
+	if c := cc.verify([]*x509.Certificate{leaf}, roots, now.Add(31*time.Second)); c.err == nil || !strings.Contains(c.err.Error(), "valid only from") {
+		t.Fatalf("expired certificate served from the cache: %v", c.err)
+	}
+	// Another chain is verified on its own.
+	bad := testpki.NewCA(t, "other").Client(t, "ci-bot").Cert
+	if c := cc.verify([]*x509.Certificate{bad}, roots, now); c.err == nil {
+		t.Fatal("a certificate of another CA verified")
+	}
+	long := []*x509.Certificate{other}
+	for range maxClientChain {
+		long = append(long, ca.Cert)
+	}
+	if c := cc.verify(long, roots, now); c.err == nil || !strings.Contains(c.err.Error(), "the client sent 6 certificates; at most 5") {
+		t.Fatalf("a chain of %d certificates: %v", len(long), c.err)
+	}
+}
+
 // BenchmarkVerifyClientCert measures the per-request cost of verifying a
 // client certificate (a one-level ECDSA P-256 chain), which withClientCert
 // pays on every request that presents one.
@@ -364,6 +398,23 @@ func BenchmarkVerifyClientCert(b *testing.B) {
 	now := time.Now()
 	for b.Loop() {
 		if c := verifyClientCert(chain, roots, now); c.err != nil {
+			b.Fatal(c.err)
+		}
+	}
+}
+
+// BenchmarkVerifyClientCertCached measures the same check when the chain
+// was verified within the last minute (every request of a connection after
+// its first).
+func BenchmarkVerifyClientCertCached(b *testing.B) {
+	b.ReportAllocs()
+	ca := testpki.NewCA(b, "ca")
+	chain := []*x509.Certificate{ca.Client(b, "ci-bot").Cert}
+	roots := ca.Pool()
+	cc := newCertCache()
+	now := time.Now()
+	for b.Loop() {
+		if c := cc.verify(chain, roots, now); c.err != nil {
 			b.Fatal(c.err)
 		}
 	}
