@@ -76,7 +76,7 @@ func runAuditExport(ctx context.Context, e *env, args []string) error {
 	var zip bytes.Buffer
 	// Download checks the digest as it receives; the bytes are used only
 	// when it returns no error.
-	if _, err := c.blobs(bar.tracker()).Download(ctx, d, &zip); err != nil {
+	if _, err := c.blobs(bar.tracker()).Download(ctx, d, int64(x.GetSize()), &zip); err != nil {
 		return fmt.Errorf("downloading bundle %s: %w", d, err)
 	}
 	bar.finish()

@@ -153,13 +153,17 @@ func manifestOf(v *registryv1.Version) (signing.Manifest, error) {
 	return m, nil
 }
 
+// maxSignatureBundle is the largest signature bundle a server accepts at
+// push (the registry's limit); a pull reads no more than that.
+const maxSignatureBundle = 1 << 20
+
 func fetchBundle(ctx context.Context, c *registryClients, digest string) ([]byte, error) {
 	d, err := blob.ParseDigest(digest)
 	if err != nil {
 		return nil, fmt.Errorf("server sent signature bundle digest %q: %w", digest, err)
 	}
 	var buf bytes.Buffer
-	if _, err := c.blobs(nil).Download(ctx, d, &buf); err != nil {
+	if _, err := c.blobs(nil).DownloadAtMost(ctx, d, maxSignatureBundle, &buf); err != nil {
 		return nil, fmt.Errorf("downloading signature bundle %s: %w", digest, err)
 	}
 	return buf.Bytes(), nil
@@ -291,7 +295,7 @@ func downloadFile(ctx context.Context, c *registryClients, bar *transferBar, f s
 		return fmt.Errorf("creating %q: %w", f.Path, err)
 	}
 	defer w.Close()
-	n, err := c.blobs(bar.tracker()).Download(ctx, blob.Digest(f.Digest), w)
+	n, err := c.blobs(bar.tracker()).Download(ctx, blob.Digest(f.Digest), f.Size, w)
 	if err != nil {
 		return fmt.Errorf("downloading %q: %w", f.Path, err)
 	}

@@ -121,6 +121,9 @@ func retryable(err error) bool {
 	if errors.As(err, &e) {
 		return e.StatusCode == http.StatusTooManyRequests || e.StatusCode == http.StatusServiceUnavailable ||
 			e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusGatewayTimeout ||
+			// The server gave up on a body that stalled or was too slow; an
+			// upload resumes from what it kept.
+			e.StatusCode == http.StatusRequestTimeout ||
 			(e.StatusCode == http.StatusConflict && e.Code == "aborted")
 	}
 	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
@@ -376,20 +379,43 @@ func (c *Client) uploadOffset(ctx context.Context, loc string) (int64, error) {
 	return n, nil
 }
 
-// Download writes blob d to w and returns the bytes written. It hashes while
-// streaming and fails with an error matching blob.ErrDigestMismatch (or
-// blob.ErrSizeMismatch) if the bytes are not the blob's; w has then received
-// them already, so write to a temporary file and rename it only on success.
-// A broken connection is resumed with a range request.
+// Download writes blob d, which the caller knows to be size bytes (a pull
+// has the size from its manifest), to w and returns the bytes written. It
+// hashes while streaming and fails with an error matching
+// blob.ErrDigestMismatch or blob.ErrSizeMismatch if the bytes are not the
+// blob's; w has then received them already, so write to a temporary file
+// and rename it only on success. A server that announces another size is
+// refused before any byte is read, and one that sends more than size bytes
+// is cut off at size+1: w never receives more than that. A broken
+// connection is resumed with a range request.
 //
 // Receiving overlaps with hashing and writing: a goroutine reads the next
 // buffer from the connection while the last one is hashed and written, so
 // the download runs at about the speed of one SHA-256 pass. Memory: a few
 // MiB of buffers.
-func (c *Client) Download(ctx context.Context, d blob.Digest, w io.Writer) (int64, error) {
+func (c *Client) Download(ctx context.Context, d blob.Digest, size int64, w io.Writer) (int64, error) {
+	return c.download(ctx, d, size, true, w)
+}
+
+// DownloadAtMost is Download for a blob whose size the caller does not know
+// but bounds (a signature bundle, for one): a blob larger than limit fails
+// with an error matching blob.ErrTooLarge, refused before any byte is read
+// if the server announces its size, else cut off at limit+1 bytes.
+func (c *Client) DownloadAtMost(ctx context.Context, d blob.Digest, limit int64, w io.Writer) (int64, error) {
+	return c.download(ctx, d, limit, false, w)
+}
+
+// download is Download when exact, else DownloadAtMost.
+func (c *Client) download(ctx context.Context, d blob.Digest, limit int64, exact bool, w io.Writer) (int64, error) {
+	if limit < 0 {
+		return 0, fmt.Errorf("downloading blob %s: negative size %d", d, limit)
+	}
 	h := sha256.New()
 	var done int64
-	size := int64(-1)
+	size := int64(-1) // the blob's size, once known
+	if exact {
+		size = limit
+	}
 	failures := 0
 	for {
 		req, err := c.newRequest(ctx, http.MethodGet, "/v1/blobs/"+d.String(), nil)
@@ -404,13 +430,21 @@ func (c *Client) Download(ctx context.Context, d blob.Digest, w io.Writer) (int6
 		}
 		resp, err := c.do(req, want)
 		if err == nil {
-			if size < 0 {
-				size = resp.ContentLength
+			if resp.ContentLength >= 0 {
+				if err := tooMuch(d, done+resp.ContentLength, limit, exact); err != nil {
+					resp.Body.Close()
+					return done, fmt.Errorf("downloading blob %s: the server announces %d bytes: %w", d, done+resp.ContentLength, err)
+				}
+				size = done + resp.ContentLength
 			}
 			var n int64
-			n, err = c.receive(w, h, resp.Body, done, size)
+			// One byte past the limit is enough to know the body is too long.
+			n, err = c.receive(w, h, io.LimitReader(resp.Body, limit-done+1), done, size)
 			resp.Body.Close()
 			done += n
+			if done > limit {
+				return done, fmt.Errorf("downloading blob %s: %w", d, tooMuch(d, done, limit, exact))
+			}
 			if err == nil && size >= 0 && done < size {
 				err = io.ErrUnexpectedEOF
 			}
@@ -439,6 +473,23 @@ func (c *Client) Download(ctx context.Context, d blob.Digest, w io.Writer) (int6
 		return done, fmt.Errorf("downloading blob %s: %w", d, &blob.MismatchError{Field: "digest", Expected: d.String(), Actual: got.String()})
 	}
 	return done, nil
+}
+
+// tooMuch returns the error for a blob of n bytes when the caller expects
+// limit bytes exactly (a size mismatch if they differ) or at most (too large
+// if n exceeds it), or nil.
+func tooMuch(d blob.Digest, n, limit int64, exact bool) error {
+	switch {
+	case exact && n != limit:
+		actual := strconv.FormatInt(n, 10)
+		if n > limit {
+			actual = "more than " + strconv.FormatInt(limit, 10)
+		}
+		return &blob.MismatchError{Field: "size", Expected: strconv.FormatInt(limit, 10), Actual: actual}
+	case !exact && n > limit:
+		return fmt.Errorf("%w: blob %s is more than the limit of %d bytes", blob.ErrTooLarge, d, limit)
+	}
+	return nil
 }
 
 // copyBufSize is the size of the buffers files and bodies are read in: large

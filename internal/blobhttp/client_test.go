@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -93,7 +96,7 @@ func TestDownloadResumesAfterCut(t *testing.T) {
 	var last atomic.Int64
 	c.Progress = func(done, _ int64) { last.Store(done) }
 	var buf bytes.Buffer
-	n, err := c.Download(context.Background(), d, &buf)
+	n, err := c.Download(context.Background(), d, int64(len(data)), &buf)
 	if err != nil || n != int64(len(data)) || !bytes.Equal(buf.Bytes(), data) {
 		t.Fatalf("Download after a cut: %d bytes (equal %v), %v", n, bytes.Equal(buf.Bytes(), data), err)
 	}
@@ -127,7 +130,7 @@ func TestDownloadWriterFails(t *testing.T) {
 	d := mustUpload(t, f, data)
 	c := f.client()
 	c.Retries = 1
-	n, err := c.Download(context.Background(), d, &failingWriter{n: copyBufSize + 10})
+	n, err := c.Download(context.Background(), d, int64(len(data)), &failingWriter{n: copyBufSize + 10})
 	if !errors.Is(err, errDiskFull) {
 		t.Fatalf("Download into a failing writer: got %v, want errDiskFull", err)
 	}
@@ -143,7 +146,7 @@ func TestWholeDigestOption(t *testing.T) {
 	data := randBytes(9, 5*testChunk+17)
 	d := mustUpload(t, f, data)
 	var buf bytes.Buffer
-	if _, err := f.client().Download(context.Background(), d, &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
+	if _, err := f.client().Download(context.Background(), d, int64(len(data)), &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
 		t.Fatalf("Download: %d bytes, %v", buf.Len(), err)
 	}
 }
@@ -155,4 +158,75 @@ func mustUpload(tb testing.TB, f *fixture, data []byte) blob.Digest {
 		tb.Fatal(err)
 	}
 	return d
+}
+
+// hostileServer answers every GET with n bytes, announced or chunked, and
+// counts what it managed to write.
+func hostileServer(t *testing.T, n int, announce bool) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if announce {
+			w.Header().Set("Content-Length", strconv.Itoa(n))
+		}
+		buf := make([]byte, 1<<20)
+		for sent := 0; sent < n; sent += len(buf) {
+			if _, err := w.Write(buf[:min(len(buf), n-sent)]); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// Download never takes more than the expected size plus one byte, whatever
+// the server sends, and refuses an announced wrong size before reading.
+func TestDownloadStopsAtExpectedSize(t *testing.T) {
+	want := []byte("a 14-byte file")
+	d := blob.Sum(want)
+	for _, tc := range []struct {
+		name     string
+		announce bool
+		most     int64 // bytes w may receive
+	}{
+		{"chunked", false, int64(len(want)) + 1},
+		{"announced", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := hostileServer(t, 64<<20, tc.announce)
+			c := &Client{BaseURL: srv.URL, HTTP: srv.Client()}
+			var buf bytes.Buffer
+			n, err := c.Download(t.Context(), d, int64(len(want)), &buf)
+			if !errors.Is(err, blob.ErrSizeMismatch) {
+				t.Errorf("got %v, want ErrSizeMismatch", err)
+			}
+			if n > tc.most || int64(buf.Len()) > tc.most {
+				t.Errorf("received %d bytes (wrote %d), want at most %d", n, buf.Len(), tc.most)
+			}
+		})
+	}
+}
+
+// DownloadAtMost refuses a blob larger than its limit the same way.
+func TestDownloadAtMostStopsAtLimit(t *testing.T) {
+	const limit = 1 << 20
+	d := blob.Sum([]byte("bundle"))
+	for _, announce := range []bool{false, true} {
+		srv := hostileServer(t, 64<<20, announce)
+		c := &Client{BaseURL: srv.URL, HTTP: srv.Client()}
+		n, err := c.DownloadAtMost(t.Context(), d, limit, io.Discard)
+		if !errors.Is(err, blob.ErrTooLarge) || !strings.Contains(err.Error(), "limit of 1048576 bytes") {
+			t.Errorf("announce %v: got %v, want ErrTooLarge naming the limit", announce, err)
+		}
+		if n > limit+1 {
+			t.Errorf("announce %v: received %d bytes, want at most %d", announce, n, limit+1)
+		}
+	}
+	// Within the limit it is a plain download.
+	f := newFixture(t, Options{})
+	data := randBytes(12, 3*testChunk)
+	var buf bytes.Buffer
+	if _, err := f.client().DownloadAtMost(t.Context(), mustUpload(t, f, data), limit, &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
+		t.Errorf("DownloadAtMost within the limit: %d bytes, %v", buf.Len(), err)
+	}
 }

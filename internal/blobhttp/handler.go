@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hallmark-dev/hallmark/registry/blob"
@@ -50,6 +53,24 @@ type Options struct {
 	// minute.
 	StallTimeout time.Duration
 
+	// MinUploadRate is the slowest an upload body may arrive, in bytes per
+	// second: for every StallTimeout the handler spends waiting on the body,
+	// the client must deliver MinUploadRate × StallTimeout bytes, or the
+	// request fails with 408 (a resumable upload keeps what arrived). Time
+	// the handler spends storing rather than reading does not count, so a
+	// slow disk never fails a client. Without it, one byte per StallTimeout
+	// would hold an upload slot forever. The default is 64 KiB/s; a
+	// negative value turns the floor off (StallTimeout alone applies).
+	MinUploadRate int64
+
+	// DownloadStallTimeout cuts off a download whose client does not take
+	// one chunk of the response (4 MiB with the store's default chunk size)
+	// within this long; each chunk restarts the clock. A download holds two
+	// chunk buffers, so without it a client that stops reading holds them
+	// for as long as it keeps the connection open. The default, one minute,
+	// means a floor of about 70 KB/s.
+	DownloadStallTimeout time.Duration
+
 	// WholeDigest makes the server also re-hash the whole file on every
 	// whole download and cut the response short before its last bytes if
 	// the digest differs. The default, false, checks every chunk against
@@ -82,6 +103,12 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 	}
 	if opts.StallTimeout <= 0 {
 		opts.StallTimeout = time.Minute
+	}
+	if opts.MinUploadRate == 0 {
+		opts.MinUploadRate = 64 << 10
+	}
+	if opts.DownloadStallTimeout <= 0 {
+		opts.DownloadStallTimeout = time.Minute
 	}
 	h := &Handler{store: store, opts: opts, slots: make(chan struct{}, opts.MaxConcurrentUploads), mux: http.NewServeMux()}
 	h.mux.HandleFunc("PUT /v1/blobs/{digest}", h.putBlob)
@@ -139,8 +166,12 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := http.StatusInternalServerError, "internal"
 	var oe *blob.OffsetError
 	var me *blob.MismatchError
+	var be *bodyError
 	var mismatch *mismatchJSON
 	switch {
+	case errors.As(err, &be):
+		// Checked first: a failed body also cancels the request's context.
+		status, code = be.status, be.code
 	case errors.As(err, &me):
 		status, code = http.StatusBadRequest, "invalid_argument"
 		mismatch = &mismatchJSON{Field: me.Field, Expected: me.Expected, Actual: me.Actual}
@@ -195,21 +226,115 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request) bool {
 
 func (h *Handler) release() { <-h.slots }
 
-// body wraps the request body so that a stalled client times out: each
-// Read pushes the connection's read deadline StallTimeout ahead.
-func (h *Handler) body(w http.ResponseWriter, r *http.Request) io.Reader {
-	return &stallReader{r: r.Body, rc: http.NewResponseController(w), d: h.opts.StallTimeout}
+// body wraps the request body for the store. With bounded set, the body may
+// not take the upload past MaxBlobSize from offset; otherwise the store
+// enforces the size itself.
+func (h *Handler) body(w http.ResponseWriter, r *http.Request, offset int64, bounded bool) *uploadBody {
+	floor := int64(0) // no floor: every byte restarts the stall clock
+	if h.opts.MinUploadRate > 0 {
+		floor = max(1, int64(float64(h.opts.MinUploadRate)*h.opts.StallTimeout.Seconds()))
+	}
+	b := &uploadBody{r: r.Body, rc: http.NewResponseController(w), stall: h.opts.StallTimeout, floor: floor, rate: h.opts.MinUploadRate,
+		limit: -1, offset: offset, max: h.opts.MaxBlobSize}
+	if bounded {
+		b.limit = max(0, h.opts.MaxBlobSize-offset)
+	}
+	return b
 }
 
-type stallReader struct {
-	r  io.Reader
-	rc *http.ResponseController
-	d  time.Duration
+// uploadBody is a request body that cannot hold an upload slot without
+// progress and cannot go past its limit. The connection's read deadline
+// allows stall of waiting in Read; each time the client has delivered floor
+// bytes the allowance starts over. Only time spent in Read counts, so the
+// store's own pauses (writing a chunk) never fail the client.
+type uploadBody struct {
+	r      io.Reader
+	rc     *http.ResponseController
+	stall  time.Duration
+	floor  int64
+	rate   int64 // MinUploadRate, for messages
+	limit  int64 // most bytes accepted, or -1
+	offset int64 // the upload's offset the body starts at, for messages
+	max    int64 // MaxBlobSize, for messages
+
+	read       int64         // bytes returned so far
+	waited     time.Duration // time spent in Read since the allowance started over
+	got        int64         // bytes received since then
+	noDeadline bool          // the connection does not support deadlines
+	err        *bodyError    // sticky: why the body failed
 }
 
-func (s *stallReader) Read(p []byte) (int, error) {
-	_ = s.rc.SetReadDeadline(time.Now().Add(s.d)) // unsupported writers: no stall limit
-	return s.r.Read(p)
+// bodyError is a request body that failed through the client's doing: it
+// stalled, was too slow, ended early or went past the limit. fail answers
+// it with status and code.
+type bodyError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *bodyError) Error() string { return e.msg }
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.limit >= 0 && int64(len(p)) > b.limit-b.read+1 {
+		p = p[:b.limit-b.read+1] // one byte past the limit tells "too long"
+	}
+	start := time.Now()
+	if !b.noDeadline {
+		// A writer without deadlines (not net/http's) gets no stall limit.
+		b.noDeadline = b.rc.SetReadDeadline(start.Add(b.stall-b.waited)) != nil
+	}
+	n, err := b.r.Read(p)
+	b.waited += time.Since(start)
+	b.got += int64(n)
+	if b.got >= b.floor {
+		b.waited, b.got = 0, 0
+	}
+	if b.limit >= 0 && b.read+int64(n) > b.limit {
+		n = int(b.limit - b.read)
+		b.read += int64(n)
+		b.err = &bodyError{http.StatusRequestEntityTooLarge, "resource_exhausted",
+			fmt.Sprintf("request body: more than %d bytes after offset %d, past the limit of %d bytes per blob", b.limit, b.offset, b.max)}
+		return n, b.err
+	}
+	b.read += int64(n)
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		// The body is done. net/http now reads the connection in the
+		// background, and a read deadline expiring there would cancel the
+		// request's context while the store still commits.
+		if !b.noDeadline {
+			_ = b.rc.SetReadDeadline(time.Time{})
+		}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		msg := fmt.Sprintf("request body: nothing received for %s (the stall timeout)", b.stall)
+		if b.got > 0 {
+			msg = fmt.Sprintf("request body: %d bytes received in %s, fewer than the minimum of %d bytes per second", b.got, b.stall, b.rate)
+		}
+		b.err = &bodyError{http.StatusRequestTimeout, "deadline_exceeded", msg}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		b.err = &bodyError{http.StatusBadRequest, "invalid_argument", fmt.Sprintf("request body: ended after %d bytes, before its declared length", b.read)}
+	default:
+		b.err = &bodyError{http.StatusBadRequest, "invalid_argument", fmt.Sprintf("request body: reading after %d bytes: %v", b.read, err)}
+	}
+	if b.err != nil {
+		return n, b.err
+	}
+	return n, err
+}
+
+// failure returns err, or the body's own failure when err is only its
+// consequence: net/http cancels the request's context when a body read
+// fails, and the store may notice the cancellation first.
+func (b *uploadBody) failure(err error) error {
+	if b.err != nil && !errors.Is(err, b.err) && errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w (%w)", b.err, err)
+	}
+	return err
 }
 
 func (h *Handler) parseDigest(w http.ResponseWriter, r *http.Request, s string) (blob.Digest, bool) {
@@ -243,8 +368,9 @@ func (h *Handler) putBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.release()
-	if err := h.store.Put(r.Context(), d, r.ContentLength, h.body(w, r)); err != nil {
-		h.fail(w, r, err)
+	body := h.body(w, r, 0, false /* Put checks the size */)
+	if err := h.store.Put(r.Context(), d, r.ContentLength, body); err != nil {
+		h.fail(w, r, body.failure(err))
 		return
 	}
 	w.Header().Set("Location", "/v1/blobs/"+d.String())
@@ -270,6 +396,16 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) {
 	if !h.opts.WholeDigest {
 		br.SkipWholeDigest()
 	}
+	sw := &stallWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: h.opts.DownloadStallTimeout}
+	defer sw.finish()
+	w = sw
+	if rg := r.Header.Get("Range"); rg != "" && !rangesCheap(rg, br.Size()) {
+		// RFC 9110 section 14.2 lets a server ignore a Range header; a
+		// client that sends one must accept the whole representation, which
+		// costs no more than a plain GET (nginx and Apache do the same).
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
 	hd := w.Header()
 	hd.Set("Content-Type", "application/octet-stream")
 	hd.Set("ETag", `"`+d.String()+`"`)
@@ -290,6 +426,105 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) {
 	// client sees a short body, never wrong bytes.
 	http.ServeContent(w, r, "", time.Time{}, br)
 }
+
+// maxRanges is the most ranges a request may ask for at once. Each range
+// that falls in another chunk loads and checks that chunk; a few ranges
+// serve real clients, thousands only multiply work.
+const maxRanges = 16
+
+// rangesCheap reports whether serving Range header h costs no more than the
+// chunks it covers: at most maxRanges ranges, in ascending order and not
+// overlapping, so that each chunk is loaded and checked at most once (the
+// blob.Reader keeps the last chunk). A header it cannot parse is left to
+// http.ServeContent, which refuses it without reading anything.
+func rangesCheap(h string, size int64) bool {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return true
+	}
+	if strings.Count(spec, ",") >= maxRanges {
+		return false
+	}
+	next := int64(0) // where the previous range ended
+	for part := range strings.SplitSeq(spec, ",") {
+		part = textproto.TrimString(part)
+		if part == "" {
+			continue
+		}
+		first, last, ok := strings.Cut(part, "-")
+		if !ok {
+			return true
+		}
+		first, last = textproto.TrimString(first), textproto.TrimString(last)
+		var start, end int64 // [start, end)
+		if first == "" {
+			n, err := strconv.ParseInt(last, 10, 64)
+			if err != nil || n < 0 {
+				return true
+			}
+			start, end = max(size-n, 0), size
+		} else {
+			a, err := strconv.ParseInt(first, 10, 64)
+			if err != nil || a < 0 {
+				return true
+			}
+			start, end = a, size
+			if last != "" {
+				b, err := strconv.ParseInt(last, 10, 64)
+				if err != nil || b < a {
+					return true
+				}
+				if b < size {
+					end = b + 1
+				}
+			}
+		}
+		if start >= size || start == end {
+			continue // satisfies nothing; ServeContent drops it
+		}
+		if start < next {
+			return false
+		}
+		next = end
+	}
+	return true
+}
+
+// stallWriter gives every Write DownloadStallTimeout to complete. A whole
+// download writes one chunk per Write, so the deadline moves once per
+// chunk: no extra syscall or allocation on the hot path.
+type stallWriter struct {
+	http.ResponseWriter
+	rc  *http.ResponseController
+	d   time.Duration
+	off bool // the connection does not support deadlines
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	s.renew()
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *stallWriter) renew() {
+	if !s.off {
+		s.off = s.rc.SetWriteDeadline(time.Now().Add(s.d)) != nil
+	}
+}
+
+// finish flushes what the response still buffers within the deadline, then
+// clears the deadline: net/http does not reset it for the connection's next
+// request, which may come after a long idle time.
+func (s *stallWriter) finish() {
+	if s.off {
+		return
+	}
+	s.renew()
+	_ = s.rc.Flush()
+	_ = s.rc.SetWriteDeadline(time.Time{})
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *stallWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 type uploadJSON struct {
 	ID      string `json:"id"`
@@ -351,18 +586,25 @@ func (h *Handler) appendUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.release()
-	info, err := h.store.Append(r.Context(), id, off, h.body(w, r))
+	// Without Content-Length the limit is enforced while reading; the
+	// bytes before it are kept, as for any body that fails midway.
+	body := h.body(w, r, off, true)
+	// net/http cancels the request's context when a body read fails; the
+	// store, seeing that first, would drop the last bytes that did arrive.
+	// The body's end (or failure) is what ends an append.
+	info, err := h.store.Append(context.WithoutCancel(r.Context()), id, off, body)
+	if err == nil && r.ContentLength >= 0 && info.Offset != off+r.ContentLength {
+		// The body ended early without an error from net/http (which
+		// enforces Content-Length): the client's fault, not the server's.
+		// What arrived is kept and Upload-Offset tells where to resume.
+		err = &bodyError{http.StatusBadRequest, "invalid_argument",
+			fmt.Sprintf("request body: ended after %d of its %d bytes", info.Offset-off, r.ContentLength)}
+	}
 	if err != nil {
 		if info.ID != "" {
 			w.Header().Set(HeaderUploadOffset, strconv.FormatInt(info.Offset, 10))
 		}
-		h.fail(w, r, err)
-		return
-	}
-	if r.ContentLength >= 0 && info.Offset != off+r.ContentLength {
-		// Cannot happen with net/http (it enforces Content-Length), but the
-		// client must not believe more was stored than was.
-		h.fail(w, r, fmt.Errorf("stored %d bytes of a %d-byte body", info.Offset-off, r.ContentLength))
+		h.fail(w, r, body.failure(err))
 		return
 	}
 	setUploadHeaders(w, info)
@@ -393,6 +635,18 @@ func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, http.StatusBadRequest, "invalid_argument", fmt.Sprintf("%s %s: the commit request must have an empty body; send bytes with PATCH", r.Method, r.URL.Path))
 			return
 		}
+	}
+	// The PATCH limit keeps sessions within MaxBlobSize, but one filled
+	// before the limit was lowered must not become a blob above it.
+	up, err := h.store.Upload(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if up.Offset > h.opts.MaxBlobSize {
+		writeError(w, r, http.StatusRequestEntityTooLarge, "resource_exhausted",
+			fmt.Sprintf("%s %s: the upload holds %d bytes, more than the limit of %d bytes per blob", r.Method, r.URL.Path, up.Offset, h.opts.MaxBlobSize))
+		return
 	}
 	info, err := h.store.Commit(r.Context(), id, d, size)
 	if err != nil {

@@ -128,7 +128,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("last progress %d, want %d", last.Load(), n)
 			}
 			var buf bytes.Buffer
-			got, err := c.Download(ctx, d, &buf)
+			got, err := c.Download(ctx, d, int64(n), &buf)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,7 +252,7 @@ func testCorruptChunkDetectedOnGet(t *testing.T, opts Options) {
 	defer func() { srv.Close(); s.Close() }()
 	c := &Client{BaseURL: srv.URL, HTTP: srv.Client(), Retries: 2}
 	var buf bytes.Buffer
-	n, err := c.Download(context.Background(), d, &buf)
+	n, err := c.Download(context.Background(), d, int64(len(data)), &buf)
 	if err == nil {
 		t.Fatal("Download of a corrupted blob succeeded")
 	}
@@ -318,7 +318,7 @@ func TestResumeAfterInterruptedUpload(t *testing.T) {
 		t.Errorf("PATCH offsets %v: want a first PATCH at 0 and a resumed one past it", bt.offsets)
 	}
 	var buf bytes.Buffer
-	if _, err := c.Download(context.Background(), d, &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
+	if _, err := c.Download(context.Background(), d, int64(len(data)), &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
 		t.Fatalf("after resume: %d bytes, %v", buf.Len(), err)
 	}
 }
@@ -446,7 +446,7 @@ func TestLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Token = "reader"
-		if _, err := c.Download(context.Background(), d, io.Discard); err != nil {
+		if _, err := c.Download(context.Background(), d, int64(len(data)), io.Discard); err != nil {
 			t.Errorf("read token download: %v", err)
 		}
 	})
@@ -474,7 +474,7 @@ func TestConcurrentUploads(t *testing.T) {
 	wg.Wait()
 	for _, data := range files {
 		var buf bytes.Buffer
-		if _, err := f.client().Download(context.Background(), blob.Sum(data), &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
+		if _, err := f.client().Download(context.Background(), blob.Sum(data), int64(len(data)), &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
 			t.Errorf("blob %s: %d bytes, %v", blob.Sum(data), buf.Len(), err)
 		}
 	}
@@ -502,7 +502,7 @@ func TestCollectThenGet(t *testing.T) {
 	if _, err := c.Stat(context.Background(), dd); !errors.Is(err, blob.ErrNotFound) {
 		t.Errorf("collected blob: got %v, want ErrNotFound", err)
 	}
-	if _, err := c.Download(context.Background(), kd, io.Discard); err != nil {
+	if _, err := c.Download(context.Background(), kd, int64(len(keep)), io.Discard); err != nil {
 		t.Errorf("kept blob: %v", err)
 	}
 }
@@ -517,7 +517,7 @@ func TestDownloadDetectsWrongBytes(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := &Client{BaseURL: srv.URL, HTTP: srv.Client()}
-	if _, err := c.Download(context.Background(), d, io.Discard); !errors.Is(err, blob.ErrDigestMismatch) {
+	if _, err := c.Download(context.Background(), d, int64(len(data)), io.Discard); !errors.Is(err, blob.ErrDigestMismatch) {
 		t.Errorf("got %v, want ErrDigestMismatch", err)
 	}
 }

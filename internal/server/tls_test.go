@@ -248,7 +248,7 @@ func TestMTLSRefused(t *testing.T) {
 				t.Errorf("got code %v, want %v", connect.CodeOf(err), tc.code)
 			}
 			// Blobs go through the same gate.
-			_, err = (&blobhttp.Client{BaseURL: s.URL, Token: tc.token, HTTP: s.client(tc.cert, true)}).Download(ctx, blob.Digest{}, io.Discard)
+			_, err = (&blobhttp.Client{BaseURL: s.URL, Token: tc.token, HTTP: s.client(tc.cert, true)}).Download(ctx, blob.Digest{}, 0, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("blob download: got %v, want an error mentioning %q", err, tc.want)
 			}

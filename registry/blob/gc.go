@@ -25,6 +25,9 @@ type CollectStats struct {
 // Rules that make it safe to run beside uploads and readers:
 //   - a chunk that an uncommitted writer relies on (written or found by a Put
 //     or an append in progress) is never deleted;
+//   - a blob committed from an upload session while Collect runs keeps its
+//     chunks: blobs and sessions are marked from one snapshot, which holds
+//     either the session or the blob;
 //   - a blob whose record changes while Collect decides about it (a Put or
 //     Touch of the same digest) is kept: the decision is a transaction that
 //     conflicts with the change;
@@ -113,48 +116,55 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 		return st, fmt.Errorf("collecting: %w", err)
 	}
 
-	// Mark the chunks that remaining blobs and live sessions list.
+	// Mark the chunks that remaining blobs and live sessions list, both
+	// from ONE snapshot. A Commit turns a session into a blob in a single
+	// transaction, so one snapshot holds either the session or the blob and
+	// marks its chunks either way; with two snapshots, a Commit between them
+	// hides its chunks from both (the blob scan ran before it, the session
+	// scan after), and the sweep would delete a committed blob's chunks.
+	// Chunks written after the snapshot are pinned, hence in gcSeen.
 	marked := make(map[Digest]struct{})
-	err = s.scan(ctx, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
-		d := Digest(key[1:])
-		return item.Value(func(v []byte) error {
-			rec, err := decodeBlobRecord(d, v)
-			if err != nil {
-				// The chunk list cannot be trusted; keep every chunk rather
-				// than guess.
-				return errUnsafe
-			}
-			st.BlobsKept++
-			for _, c := range rec.chunks {
-				marked[c] = struct{}{}
-			}
-			return nil
+	err = s.db.View(func(txn *badger.Txn) error {
+		err := scanTxn(ctx, txn, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
+			d := Digest(key[1:])
+			return item.Value(func(v []byte) error {
+				rec, err := decodeBlobRecord(d, v)
+				if err != nil {
+					// The chunk list cannot be trusted; keep every chunk
+					// rather than guess.
+					return errUnsafeBlob
+				}
+				st.BlobsKept++
+				for _, c := range rec.chunks {
+					marked[c] = struct{}{}
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+		return scanTxn(ctx, txn, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
+			id := string(key[1:])
+			return item.Value(func(v []byte) error {
+				rec, err := decodeUploadRecord(id, v)
+				if err != nil {
+					return errUnsafeUpload
+				}
+				for _, c := range rec.chunks {
+					marked[c] = struct{}{}
+				}
+				return nil
+			})
 		})
 	})
-	if errors.Is(err, errUnsafe) {
+	switch {
+	case errors.Is(err, errUnsafeBlob):
 		return st, fmt.Errorf("collecting: a blob record is damaged; not deleting chunks: %w", ErrCorrupt)
-	}
-	if err != nil {
-		return st, fmt.Errorf("collecting: marking blob chunks: %w", err)
-	}
-	err = s.scan(ctx, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
-		id := string(key[1:])
-		return item.Value(func(v []byte) error {
-			rec, err := decodeUploadRecord(id, v)
-			if err != nil {
-				return errUnsafe
-			}
-			for _, c := range rec.chunks {
-				marked[c] = struct{}{}
-			}
-			return nil
-		})
-	})
-	if errors.Is(err, errUnsafe) {
+	case errors.Is(err, errUnsafeUpload):
 		return st, fmt.Errorf("collecting: an upload record is damaged; not deleting chunks: %w", ErrCorrupt)
-	}
-	if err != nil {
-		return st, fmt.Errorf("collecting: marking upload chunks: %w", err)
+	case err != nil:
+		return st, fmt.Errorf("collecting: marking chunks: %w", err)
 	}
 
 	// Sweep.
@@ -226,7 +236,12 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	return st, ctx.Err()
 }
 
-var errUnsafe = errors.New("unsafe to sweep")
+// Damaged records found while marking: their chunk lists cannot be trusted,
+// so nothing is swept.
+var (
+	errUnsafeBlob   = errors.New("damaged blob record")
+	errUnsafeUpload = errors.New("damaged upload record")
+)
 
 // expireUploads deletes sessions whose expiry has passed and that are not
 // in use right now.
@@ -261,23 +276,26 @@ func (s *Store) expireUploads(ctx context.Context, now time.Time, st *CollectSta
 
 // scan calls fn for every key with prefix, values included.
 func (s *Store) scan(ctx context.Context, prefix []byte, fn func(key []byte, item *badger.Item) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			item := it.Item()
-			if err := fn(item.KeyCopy(nil), item); err != nil {
-				return err
-			}
+	return s.db.View(func(txn *badger.Txn) error { return scanTxn(ctx, txn, prefix, fn) })
+}
+
+// scanTxn is scan inside txn, so that several scans can share one snapshot.
+func scanTxn(ctx context.Context, txn *badger.Txn, prefix []byte, fn func(key []byte, item *badger.Item) error) error {
+	o := badger.DefaultIteratorOptions
+	o.Prefix = prefix
+	o.PrefetchValues = false
+	it := txn.NewIterator(o)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		return nil
-	})
+		item := it.Item()
+		if err := fn(item.KeyCopy(nil), item); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // scanKeys calls fn for every key with prefix, without reading values.

@@ -123,8 +123,12 @@ func transfer(op string, args []string) error {
 		if err != nil {
 			return err
 		}
+		size, err := c.Stat(context.Background(), d)
+		if err != nil {
+			return err
+		}
 		if *out == "" {
-			if n, err = c.Download(context.Background(), d, io.Discard); err != nil {
+			if n, err = c.Download(context.Background(), d, size, io.Discard); err != nil {
 				return err
 			}
 			break
@@ -134,7 +138,7 @@ func transfer(op string, args []string) error {
 			return err
 		}
 		defer f.Close()
-		if n, err = c.Download(context.Background(), d, f); err != nil {
+		if n, err = c.Download(context.Background(), d, size, f); err != nil {
 			return err
 		}
 		if err := f.Sync(); err != nil {
