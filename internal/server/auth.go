@@ -154,8 +154,47 @@ func rolesText(a registry.Actor) string {
 	return strings.Join(roleStrings(a), ",")
 }
 
-// authInterceptor authenticates and authorises every RPC before its handler
-// runs, stores the actor in the context and bounds the call's time.
+// gateRPCs authenticates and authorises every call of a known procedure
+// before its request body is read: Connect decodes the message before any
+// interceptor runs, so gating only in the interceptor let a caller without
+// a credential make the server read and decode up to MaxMessageBytes per
+// request. A refusal is written in the caller's protocol (Connect, gRPC or
+// gRPC-Web) and counted like any other call; the actor of an admitted call
+// goes to the interceptor through the context. Paths that are not
+// procedures go on untouched (to a 404), so that they never cost a ledgered
+// denial.
+func (s *server) gateRPCs(next http.Handler) http.Handler {
+	ew := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proc := r.URL.Path
+		if _, known := authzTable[proc]; !known || !ew.IsSupported(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		actor, err := s.gate(r.Context(), proc, r.Header)
+		if err != nil {
+			s.metrics.rpcs.WithLabelValues(proc, connect.CodeOf(err).String()).Inc()
+			_ = ew.Write(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), gatedKey{}, actor)))
+	})
+}
+
+// gatedKey carries the actor gateRPCs admitted, for the interceptor.
+type gatedKey struct{}
+
+// admitted returns the actor gateRPCs admitted for this call, or gates it
+// now (a handler mounted without gateRPCs, as in tests of the handlers).
+func (s *server) admitted(ctx context.Context, procedure string, h http.Header) (registry.Actor, error) {
+	if a, ok := ctx.Value(gatedKey{}).(registry.Actor); ok {
+		return a, nil
+	}
+	return s.gate(ctx, procedure, h)
+}
+
+// authInterceptor puts the admitted actor into the context (see gateRPCs)
+// and bounds the call's time.
 type authInterceptor struct{ s *server }
 
 func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -163,7 +202,7 @@ func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if req.Spec().IsClient {
 			return next(ctx, req)
 		}
-		actor, err := i.s.gate(ctx, req.Spec().Procedure, req.Header())
+		actor, err := i.s.admitted(ctx, req.Spec().Procedure, req.Header())
 		if err != nil {
 			return nil, err
 		}
@@ -185,7 +224,7 @@ func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) c
 // procedure is in the table today, so every stream is refused.
 func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		actor, err := i.s.gate(ctx, conn.Spec().Procedure, conn.RequestHeader())
+		actor, err := i.s.admitted(ctx, conn.Spec().Procedure, conn.RequestHeader())
 		if err != nil {
 			return err
 		}

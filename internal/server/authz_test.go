@@ -342,3 +342,45 @@ func TestRevokedWhileInFlight(t *testing.T) {
 		t.Fatal("the backdoor principal exists")
 	}
 }
+
+// TestRefusedBeforeBodyIsRead: a call without a valid credential is refused
+// as unauthenticated before its message is decoded (a malformed body gets
+// 401, not 400), and a path that is no procedure is a 404 that costs no
+// ledgered denial.
+func TestRefusedBeforeBodyIsRead(t *testing.T) {
+	ts := newTestServer(t)
+	post := func(path, token, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, ts.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const addPrincipal = "/hallmark.registry.v1.AccessService/AddPrincipal"
+	for _, tok := range []string{"", "hm_" + strings.Repeat("x", 43)} {
+		code, body := post(addPrincipal, tok, "{")
+		if code != http.StatusUnauthorized || !strings.Contains(body, `"code":"unauthenticated"`) {
+			t.Errorf("token %q, malformed body: got %d %s, want 401 unauthenticated", tok, code, body)
+		}
+	}
+	size := ts.st.Ledger.Size()
+	code, _ := post("/hallmark.registry.v1.RegistryService/NoSuchProcedure", ts.admin, "{}")
+	if code != http.StatusNotFound || ts.st.Ledger.Size() != size {
+		t.Errorf("unknown procedure: got %d, ledger %d -> %d; want 404 and nothing ledgered", code, size, ts.st.Ledger.Size())
+	}
+	// An admitted call still reaches its handler, which sees the body.
+	if code, body := post(addPrincipal, ts.admin, "{"); code != http.StatusBadRequest {
+		t.Errorf("admin, malformed body: got %d %s, want 400", code, body)
+	}
+}

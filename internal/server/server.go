@@ -124,19 +124,22 @@ func New(cfg Config) (http.Handler, error) {
 	s := &server{cfg: cfg, reg: cfg.Registry, log: cfg.Logger, metrics: newMetrics(), exporting: make(chan struct{}, 1)}
 
 	opts := []connect.HandlerOption{
-		// Metrics outermost so that refused calls are counted too.
+		// Calls are authenticated and authorised before their body is
+		// read (gateRPCs, which counts the refused ones itself); the
+		// interceptors count the admitted ones and bound their time.
 		connect.WithInterceptors(metricsInterceptor{s.metrics}, authInterceptor{s}),
 		connect.WithReadMaxBytes(cfg.Limits.MaxMessageBytes),
 		connect.WithSendMaxBytes(4 * cfg.Limits.MaxMessageBytes),
 	}
 	mux := http.NewServeMux()
-	mux.Handle(registryv1connect.NewRegistryServiceHandler(registryService{s}, opts...))
-	mux.Handle(registryv1connect.NewAccessServiceHandler(accessService{s}, opts...))
-	mux.Handle(ledgerv1connect.NewLedgerServiceHandler(ledgerService{s}, opts...))
-	mux.Handle(shadowv1connect.NewShadowServiceHandler(shadowService{s}, opts...))
-	mux.Handle(registryv1connect.NewPromotionServiceHandler(promotionService{s}, opts...))
-	mux.Handle(policyv1connect.NewPolicyServiceHandler(policyService{s}, opts...))
-	mux.Handle(auditv1connect.NewAuditServiceHandler(auditService{s}, opts...))
+	rpc := func(path string, h http.Handler) { mux.Handle(path, s.gateRPCs(h)) }
+	rpc(registryv1connect.NewRegistryServiceHandler(registryService{s}, opts...))
+	rpc(registryv1connect.NewAccessServiceHandler(accessService{s}, opts...))
+	rpc(ledgerv1connect.NewLedgerServiceHandler(ledgerService{s}, opts...))
+	rpc(shadowv1connect.NewShadowServiceHandler(shadowService{s}, opts...))
+	rpc(registryv1connect.NewPromotionServiceHandler(promotionService{s}, opts...))
+	rpc(policyv1connect.NewPolicyServiceHandler(policyService{s}, opts...))
+	rpc(auditv1connect.NewAuditServiceHandler(auditService{s}, opts...))
 
 	blobs := blobhttp.NewHandler(cfg.Blobs, blobhttp.Options{
 		Authorize:            s.authorizeBlob,
