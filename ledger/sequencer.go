@@ -57,8 +57,10 @@ type result struct {
 // ctx: if ctx is done before the sequencer runs fn, Append returns
 // ctx.Err() and nothing is written. Once fn has started, the outcome stands:
 // Append waits for the commit and returns its result even if ctx is done.
-// If the commit fails, every caller in the batch gets the error and nothing
-// of the batch is visible.
+// If the batch fails before it reaches the store, every caller in the batch
+// gets the error and nothing of the batch is visible; a failed write or sync
+// of the store's log stops the process instead (pebble treats it as fatal),
+// so that no batch can be visible whose callers were told it failed.
 func (l *Log) Append(ctx context.Context, fn func(tx *Tx) error) (Receipt, error) {
 	return l.submit(ctx, &request{ctx: ctx, fn: fn, done: make(chan result, 1)})
 }

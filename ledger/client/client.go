@@ -153,8 +153,13 @@ type Client struct {
 	origin string
 	store  *CheckpointStore
 
-	mu   sync.Mutex
-	seen *Checkpoint // newest verified checkpoint; nil before the first
+	// observeMu serialises observe from reading the newest checkpoint to
+	// storing the next: two checks running side by side against the same
+	// old checkpoint could each accept one of two forks that both extend
+	// it, the second overwriting the first unchecked.
+	observeMu sync.Mutex
+	mu        sync.Mutex
+	seen      *Checkpoint // newest verified checkpoint; nil before the first
 }
 
 // New returns a client of the ledger served at serverURL. When opts.Store
@@ -314,6 +319,8 @@ func (c *Client) CheckpointAt(ctx context.Context, size uint64) (Checkpoint, err
 // what the server calls its latest state, so a smaller one is a rollback;
 // an older historical checkpoint must instead be consistent with the seen one.
 func (c *Client) observe(ctx context.Context, cp Checkpoint, latest bool) error {
+	c.observeMu.Lock()
+	defer c.observeMu.Unlock()
 	c.mu.Lock()
 	seen := c.seen
 	c.mu.Unlock()
@@ -335,7 +342,8 @@ func (c *Client) observe(ctx context.Context, cp Checkpoint, latest bool) error 
 			}
 		}
 	}
-	// Remember cp unless a concurrent call already moved further.
+	// Remember cp when it is newer; nothing else changed c.seen meanwhile
+	// (observeMu).
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.seen != nil && c.seen.Size >= cp.Size {
