@@ -349,24 +349,7 @@ func TestRevokedWhileInFlight(t *testing.T) {
 // ledgered denial.
 func TestRefusedBeforeBodyIsRead(t *testing.T) {
 	ts := newTestServer(t)
-	post := func(path, token, body string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, ts.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	post := func(path, token, body string) (int, string) { return callRaw(t, ts, path, token, body) }
 	const addPrincipal = "/hallmark.registry.v1.AccessService/AddPrincipal"
 	for _, tok := range []string{"", "hm_" + strings.Repeat("x", 43)} {
 		code, body := post(addPrincipal, tok, "{")

@@ -300,20 +300,5 @@ func scanTxn(ctx context.Context, txn *badger.Txn, prefix []byte, fn func(key []
 
 // scanKeys calls fn for every key with prefix, without reading values.
 func (s *Store) scanKeys(ctx context.Context, prefix []byte, fn func(key []byte) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(it.Item().KeyCopy(nil)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.scan(ctx, prefix, func(key []byte, _ *badger.Item) error { return fn(key) })
 }
