@@ -62,6 +62,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	maxUploads := fs.Int("max-uploads", 8, "blob uploads streaming at once")
 	rpcTimeout := fs.Duration("rpc-timeout", 30*time.Second, "time limit of one RPC")
 	maxExport := fs.Uint64("max-export-entries", export.DefaultMaxEntries, "most ledger entries one audit export may cover (built in memory, about 1.5 KB each)")
+	minUploadRate := fs.Int64("min-upload-rate", 64<<10, "slowest a blob upload body may arrive, in bytes per second of waiting on the client (0: no floor)")
+	downloadStall := fs.Duration("download-stall-timeout", time.Minute, "longest a blob download's client may take to accept one chunk (4 MiB)")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often unreferenced blobs are collected")
 	gcGrace := fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced blob is kept (longer than any push)")
 	minCoverage := fs.Float64("policy-min-coverage", registry.DefaultPolicyMinCoverage, "test coverage, in percent (0-100), a policy set needs to be published; 0: no floor")
@@ -76,6 +78,16 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *maxExport == 0 {
 		return usagef("--max-export-entries 0: want at least 1")
+	}
+	if *minUploadRate < 0 {
+		return usagef("--min-upload-rate %d: want bytes per second, or 0 for no floor", *minUploadRate)
+	}
+	if *downloadStall <= 0 {
+		return usagef("--download-stall-timeout %v: want a positive duration", *downloadStall)
+	}
+	uploadRate := *minUploadRate
+	if uploadRate == 0 {
+		uploadRate = -1 // server.Limits: negative is no floor, zero the default
 	}
 	switch {
 	case (*tlsCert == "") != (*tlsKey == ""):
@@ -102,11 +114,12 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return usagef("--log-format %q: want text or json", *logFormat)
 	}
 	cfg := serveConfig{
-		DataDir:           *dataDir,
-		Origin:            *origin,
-		Logger:            slog.New(handler),
-		ShutdownTimeout:   10 * time.Second,
-		Limits:            server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport},
+		DataDir:         *dataDir,
+		Origin:          *origin,
+		Logger:          slog.New(handler),
+		ShutdownTimeout: 10 * time.Second,
+		Limits: server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport,
+			MinUploadRate: uploadRate, DownloadStallTimeout: *downloadStall},
 		GCInterval:        *gcInterval,
 		GCGrace:           *gcGrace,
 		PolicyMinCoverage: coverage,

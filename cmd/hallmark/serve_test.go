@@ -270,3 +270,23 @@ test_allows if promotion.decision.allow
 		}
 	}
 }
+
+// TestServeLimitFlagsRefused: limit flags that would mean nothing (or no
+// limit by accident) are usage errors, naming the flag, before anything
+// starts.
+func TestServeLimitFlagsRefused(t *testing.T) {
+	for _, tc := range [][]string{
+		{"--max-export-entries", "0"},
+		{"--min-upload-rate", "-1"},
+		{"--download-stall-timeout", "0s"},
+	} {
+		dir := filepath.Join(t.TempDir(), "data")
+		code, _, stderr := runCmd(t, "", append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0"}, tc...)...)
+		if code != 2 || !strings.Contains(stderr, tc[0]) {
+			t.Errorf("serve %v: exit %d, %q; want a usage error naming the flag", tc, code, stderr)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("serve %v: created the data directory before refusing", tc)
+		}
+	}
+}

@@ -73,6 +73,11 @@ type Limits struct {
 	// MaxExportEntries bounds the ledger range of one audit export (built
 	// in memory; one at a time). The default is export.DefaultMaxEntries.
 	MaxExportEntries uint64
+	// MinUploadRate and DownloadStallTimeout are blobhttp's options of the
+	// same names (zero: their defaults, 64 KiB/s and one minute; a
+	// negative MinUploadRate turns the floor off).
+	MinUploadRate        int64
+	DownloadStallTimeout time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -146,6 +151,8 @@ func New(cfg Config) (http.Handler, error) {
 		MaxBlobSize:          cfg.Limits.MaxBlobSize,
 		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
 		StallTimeout:         cfg.Limits.UploadStallTimeout,
+		MinUploadRate:        cfg.Limits.MinUploadRate,
+		DownloadStallTimeout: cfg.Limits.DownloadStallTimeout,
 	})
 	mux.Handle("/v1/blobs/", s.metrics.countBlobs(blobs))
 
