@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,13 +64,19 @@ func (s *server) gate(ctx context.Context, procedure string, h http.Header) (reg
 	}
 	if ok, why := authorize(procedure, roleStrings(actor)); !ok {
 		s.metrics.denied.WithLabelValues(procedure).Inc()
-		// The denial is recorded even if the caller has gone away: it is
-		// part of the audit trail, not of the caller's request.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if rerr := s.reg.RecordDenial(rctx, actor, procedure, why); rerr != nil {
-			s.log.LogAttrs(ctx, slog.LevelError, "recording access denial failed",
-				slog.String("principal", actor.ID), slog.String("procedure", procedure), slog.Any("err", rerr))
+		if repeats, record := s.denials.admit(actor.ID, procedure, time.Now()); record {
+			reason := why
+			if repeats > 0 {
+				reason = fmt.Sprintf("%s (and %d more refusals of this call to this principal since the last recorded one)", why, repeats)
+			}
+			// The denial is recorded even if the caller has gone away: it
+			// is part of the audit trail, not of the caller's request.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if rerr := s.reg.RecordDenial(rctx, actor, procedure, reason); rerr != nil {
+				s.log.LogAttrs(ctx, slog.LevelError, "recording access denial failed",
+					slog.String("principal", actor.ID), slog.String("procedure", procedure), slog.Any("err", rerr))
+			}
 		}
 		return registry.Actor{}, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("principal %q (roles %s) may not call %s: %s", actor.ID, rolesText(actor), procedure, why))
@@ -258,4 +265,45 @@ func connectMessage(err error) string {
 		return ce.Message()
 	}
 	return err.Error()
+}
+
+// denialWindow is how often one principal's refusals of one procedure are
+// written to the ledger: the first of a window is, the others are counted
+// and named in the next one written. Every refusal costs a synced ledger
+// entry, so without this any principal (a leaked shadow-agent token, say)
+// could grow the ledger as fast as it can call.
+const denialWindow = time.Minute
+
+// maxDenialKeys bounds the memory of recent denials; when full it is
+// forgotten, which at worst records a few more denials.
+const maxDenialKeys = 10000
+
+// denialLimiter decides which refusals are ledgered.
+type denialLimiter struct {
+	mu sync.Mutex
+	m  map[[2]string]*denialRun
+}
+
+type denialRun struct {
+	since   time.Time // when the last ledgered denial was written
+	repeats int       // refusals since, not ledgered
+}
+
+// admit reports whether a refusal of procedure to principal at now is to be
+// ledgered, and how many earlier ones it stands for.
+func (d *denialLimiter) admit(principal, procedure string, now time.Time) (repeats int, record bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := [2]string{principal, procedure}
+	if r, ok := d.m[k]; ok && now.Sub(r.since) < denialWindow {
+		r.repeats++
+		return 0, false
+	} else if ok {
+		repeats = r.repeats
+	}
+	if d.m == nil || len(d.m) >= maxDenialKeys {
+		d.m = make(map[[2]string]*denialRun)
+	}
+	d.m[k] = &denialRun{since: now}
+	return repeats, true
 }

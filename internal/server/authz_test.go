@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -365,5 +366,45 @@ func TestRefusedBeforeBodyIsRead(t *testing.T) {
 	// An admitted call still reaches its handler, which sees the body.
 	if code, body := post(addPrincipal, ts.admin, "{"); code != http.StatusBadRequest {
 		t.Errorf("admin, malformed body: got %d %s, want 400", code, body)
+	}
+}
+
+// TestDenialsCoalesced: repeated refusals of one call to one principal are
+// ledgered once a minute, the next entry naming how many were not; other
+// principals and procedures are recorded on their own.
+func TestDenialsCoalesced(t *testing.T) {
+	var d denialLimiter
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	steps := []struct {
+		who, proc  string
+		at         time.Duration
+		wantRecord bool
+		wantRepeat int
+	}{
+		{"ada", "/p/A", 0, true, 0},
+		{"ada", "/p/A", time.Second, false, 0},
+		{"ada", "/p/A", 30 * time.Second, false, 0},
+		{"ada", "/p/B", 31 * time.Second, true, 0},
+		{"bob", "/p/A", 32 * time.Second, true, 0},
+		{"ada", "/p/A", time.Minute, true, 2},
+		{"ada", "/p/A", time.Minute + time.Second, false, 0},
+	}
+	for i, s := range steps {
+		repeats, record := d.admit(s.who, s.proc, t0.Add(s.at))
+		if record != s.wantRecord || repeats != s.wantRepeat {
+			t.Fatalf("step %d (%s %s at %v): got record %v repeats %d, want %v %d", i, s.who, s.proc, s.at, record, repeats, s.wantRecord, s.wantRepeat)
+		}
+	}
+
+	ts := newTestServer(t)
+	aud := ts.addPrincipal("ada", registryv1.Role_ROLE_AUDITOR)
+	size := ts.st.Ledger.Size()
+	for range 5 {
+		if code, _ := callRaw(t, ts, "/hallmark.registry.v1.AccessService/AddPrincipal", aud, "{}"); code != http.StatusForbidden {
+			t.Fatalf("AddPrincipal by an auditor: HTTP %d, want 403", code)
+		}
+	}
+	if got := ts.st.Ledger.Size() - size; got != 1 {
+		t.Fatalf("5 refusals of one call wrote %d ledger entries, want 1", got)
 	}
 }

@@ -114,6 +114,7 @@ type server struct {
 	// exporting holds a token while an audit export is being built: one at
 	// a time, since each may hold hundreds of megabytes.
 	exporting chan struct{}
+	denials   denialLimiter
 }
 
 // New returns the server's handler. It does not start anything: Run serves
