@@ -168,12 +168,16 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "audit verify", "report.zip|DIR [--log-key VKEY|FILE]")
 	logKey := fs.String("log-key", "", "the log's note verifier key, or a file holding it (default: trust the bundle's, on first use)")
 	maxShown := fs.Int("max-problems", 100, "list at most this many problems per check")
+	maxEntries := fs.Uint64("max-entries", export.DefaultMaxEntries, "most entries a bundle may cover (match the server's --max-export-entries if it was raised)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(rest) != 1 {
 		return usagef("want one bundle: a .zip file or a directory")
+	}
+	if *maxEntries == 0 {
+		return usagef("--max-entries 0: want at least 1")
 	}
 	key, err := readLogKey(*logKey)
 	if err != nil {
@@ -183,7 +187,7 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := export.Verify(ctx, b, export.VerifyOptions{LogKey: key, MaxProblemsPerCheck: *maxShown})
+	rep, err := export.Verify(ctx, b, export.VerifyOptions{LogKey: key, MaxProblemsPerCheck: *maxShown, MaxEntries: *maxEntries})
 	if err != nil {
 		return err
 	}

@@ -22,11 +22,17 @@ import (
 var ErrBadBundle = errors.New("unreadable audit bundle")
 
 // Limits on what Read accepts, so that a hostile bundle cannot exhaust
-// memory: the verifier holds the bundle in memory.
+// memory: the verifier holds the bundle in memory. They are matched to what
+// Build produces: an export covers at most DefaultMaxEntries entries at
+// about 1.5 KB each with their proofs and report rows (some 375 MB), and
+// its blobs are the inputs, bodies and signatures those entries name. The
+// largest single file is entries.jsonl (base64 of every entry); 512 MiB
+// holds the default range with room, and 1 GiB the whole bundle. A server
+// exporting larger ranges (--max-export-entries) needs larger limits here.
 const (
 	MaxBundleFiles = 4 << 20
-	MaxBundleBytes = 8 << 30
-	MaxFileBytes   = 2 << 30
+	MaxBundleBytes = 1 << 30
+	MaxFileBytes   = 512 << 20
 )
 
 // Bundle is an export's files by name (relative, slash-separated).
@@ -171,6 +177,13 @@ func readDir(dir string) (*Bundle, error) {
 		if len(b.Files) >= MaxBundleFiles {
 			return fmt.Errorf("%w: more than %d files", ErrBadBundle, MaxBundleFiles)
 		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Size() > MaxFileBytes || total+info.Size() > MaxBundleBytes {
+			return fmt.Errorf("%w: %s is %d bytes: more than %d for one file or %d for the bundle", ErrBadBundle, name, info.Size(), MaxFileBytes, int64(MaxBundleBytes))
+		}
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
@@ -201,6 +214,19 @@ func ReadZip(data []byte) (*Bundle, error) {
 	if len(zr.File) > MaxBundleFiles {
 		return nil, fmt.Errorf("%w: %d files, at most %d", ErrBadBundle, len(zr.File), MaxBundleFiles)
 	}
+	// The declared sizes are summed before anything is inflated, so a small
+	// zip declaring gigabytes is refused without spending the memory; a
+	// member that inflates past its declared size is an error of
+	// archive/zip, and the limit reader below bounds it anyway.
+	var declared uint64
+	for _, f := range zr.File {
+		if f.UncompressedSize64 > MaxFileBytes {
+			return nil, fmt.Errorf("%w: %s declares %d bytes uncompressed, more than %d", ErrBadBundle, f.Name, f.UncompressedSize64, MaxFileBytes)
+		}
+		if declared += f.UncompressedSize64; declared > MaxBundleBytes {
+			return nil, fmt.Errorf("%w: the files declare more than %d bytes uncompressed", ErrBadBundle, MaxBundleBytes)
+		}
+	}
 	b := &Bundle{Files: make(map[string][]byte, len(zr.File))}
 	var total int64
 	for _, f := range zr.File {
@@ -222,13 +248,13 @@ func ReadZip(data []byte) (*Bundle, error) {
 		}
 		// The declared size is not trusted: read at most one byte past
 		// the limit.
-		fd, err := io.ReadAll(io.LimitReader(rc, MaxFileBytes+1))
+		fd, err := io.ReadAll(io.LimitReader(rc, int64(f.UncompressedSize64)+1))
 		rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrBadBundle, f.Name, err)
 		}
-		if len(fd) > MaxFileBytes {
-			return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadBundle, f.Name, MaxFileBytes)
+		if uint64(len(fd)) > f.UncompressedSize64 {
+			return nil, fmt.Errorf("%w: %s inflates to more than the %d bytes it declares", ErrBadBundle, f.Name, f.UncompressedSize64)
 		}
 		if total += int64(len(fd)); total > MaxBundleBytes {
 			return nil, fmt.Errorf("%w: more than %d bytes uncompressed", ErrBadBundle, int64(MaxBundleBytes))

@@ -31,6 +31,10 @@ type VerifyOptions struct {
 	// MaxProblemsPerCheck bounds the problems listed for one check (the
 	// rest are counted in one summary problem). The default is 100.
 	MaxProblemsPerCheck int
+	// MaxEntries is the most entries a bundle may cover; a larger range is
+	// refused without being walked. It should match the exporting
+	// server's --max-export-entries. Zero means DefaultMaxEntries.
+	MaxEntries uint64
 }
 
 // Problem is one thing wrong with a bundle.
@@ -92,6 +96,7 @@ const (
 	CheckSignature  = "manifest signature"
 	CheckCheckpoint = "checkpoint signature"
 	CheckEntries    = "entries"
+	CheckScope      = "scope"
 	CheckInclusion  = "inclusion proofs"
 	CheckRange      = "range completeness"
 	CheckBlobs      = "blobs"
@@ -173,6 +178,9 @@ func Verify(ctx context.Context, b *Bundle, opts VerifyOptions) (*Report, error)
 	if opts.MaxProblemsPerCheck <= 0 {
 		opts.MaxProblemsPerCheck = 100
 	}
+	if opts.MaxEntries == 0 {
+		opts.MaxEntries = DefaultMaxEntries
+	}
 	v := &verifier{ctx: ctx, b: b, opts: opts, rep: &Report{}, sums: map[string]string{}}
 	v.run()
 	return v.rep, ctx.Err()
@@ -195,24 +203,28 @@ func (v *verifier) run() {
 	}
 	v.rep.Manifest = man
 	v.checkManifestFiles(man)
+	v.checkLayout()
 
 	lv := v.logVerifier(man)
 	v.checkSignature(lv, mb)
 	cp, cpOK := v.checkCheckpoint(lv, man)
 
-	leaves, entries := v.checkEntries(man)
+	leaves, entries, nlines := v.checkEntries(man)
+	v.checkScope(man, entries)
 	// The proofs need only the leaves and the checkpoint: they are checked
 	// beside what the entries say (the sums cache is not used by them).
 	pv, rv := v.fork(), v.fork()
 	pv.sums = nil
 	var wg sync.WaitGroup
-	wg.Go(func() { pv.checkProofs(man, cp, cpOK, leaves) })
+	wg.Go(func() { pv.checkProofs(man, cp, cpOK, leaves, nlines) })
 	rv.begin(CheckBlobs)
 	recs := rv.readEntries(man, entries)
 	sets := rv.checkPolicies()
 	rv.replay(recs, sets)
+	rv.checkStatuses(man, entries)
 	rv.checkVersionSignatures(recs)
 	evidence := rv.checkEvidence()
+	rv.checkEvidenceScope(man, entries, recs, evidence)
 	rv.checkReport(man, recs, evidence)
 	wg.Wait()
 	v.join(pv, rv)
@@ -355,22 +367,31 @@ func jsonLines(b []byte) ([][]byte, bool) {
 
 // checkEntries parses entries.jsonl and checks that its indexes are the
 // manifest's range in order. It returns the leaf hashes and entries by
-// index (nil where a line is bad).
-func (v *verifier) checkEntries(man *Manifest) (map[uint64]hash, map[uint64][]byte) {
+// index (nil where a line is bad) and the number of lines.
+func (v *verifier) checkEntries(man *Manifest) (map[uint64]hash, map[uint64][]byte, int) {
 	v.begin(CheckEntries)
 	data, ok := v.b.Files[EntriesName]
 	if !ok {
 		v.fail(EntriesName, 0, nil, "missing")
-		return nil, nil
+		return nil, nil, 0
 	}
 	lines, ok := jsonLines(data)
 	if !ok {
 		v.fail(EntriesName, 0, nil, "does not end in a newline: the file was truncated")
 	}
+	if uint64(len(lines)) > v.opts.MaxEntries {
+		// Refused before parsing: the verifier's time and memory grow with
+		// the lines, and no export of this size was built with this limit.
+		v.fail(EntriesName, 0, nil, "holds %d lines, more than the %d entries one export may cover (VerifyOptions.MaxEntries): not checked further", len(lines), v.opts.MaxEntries)
+		return nil, nil, 0
+	}
 	leaves := make(map[uint64]hash, len(lines))
 	entries := make(map[uint64][]byte, len(lines))
 	want := man.Scope.FirstIndex
 	for i, l := range lines {
+		if i%4096 == 0 && v.ctx.Err() != nil {
+			return nil, nil, 0
+		}
 		v.item()
 		index, e, indexed, err := parseEntryLine(l)
 		if !indexed {
@@ -401,7 +422,7 @@ func (v *verifier) checkEntries(man *Manifest) (map[uint64]hash, map[uint64][]by
 	if n := uint64(len(lines)); man.Scope.LastIndex-man.Scope.FirstIndex+1 != n {
 		v.fail(EntriesName, 0, nil, "holds %d lines, the range %d to %d has %d entries", n, man.Scope.FirstIndex, man.Scope.LastIndex, man.Scope.LastIndex-man.Scope.FirstIndex+1)
 	}
-	return leaves, entries
+	return leaves, entries, len(lines)
 }
 
 func strictJSON(b []byte, v any) error {
@@ -419,7 +440,7 @@ func strictJSON(b []byte, v any) error {
 // checkProofs checks every inclusion proof against the checkpoint, then
 // that every index of the range is proved: a range whose every entry is
 // proved to sit at its index of the signed tree is complete and in order.
-func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool, leaves map[uint64]hash) {
+func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool, leaves map[uint64]hash, nlines int) {
 	v.begin(CheckInclusion)
 	if !cpOK {
 		v.skip("no verified checkpoint to check the proofs against")
@@ -462,13 +483,25 @@ func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool
 		proved[index] = true
 	}
 	v.begin(CheckRange)
-	for i := man.Scope.FirstIndex; i <= man.Scope.LastIndex; i++ {
+	// The range comes from the signed manifest, which whoever holds the log
+	// key can make anything (a checkpoint of size 2^62 and no entries):
+	// only as many indexes are walked as there are lines to prove them.
+	span := man.Scope.LastIndex - man.Scope.FirstIndex // entries - 1, cannot overflow
+	walk := min(uint64(nlines), v.opts.MaxEntries)
+	if span >= walk {
+		v.fail(ManifestName, 0, nil, "range %d to %d has more entries than the %d lines of %s (and one export covers at most %d): entries from %d on are not in the bundle, so the range is not proved complete",
+			man.Scope.FirstIndex, man.Scope.LastIndex, nlines, EntriesName, v.opts.MaxEntries, man.Scope.FirstIndex+walk)
+	} else {
+		walk = span + 1
+	}
+	for k := range walk {
+		if k%4096 == 0 && v.ctx.Err() != nil {
+			return
+		}
+		i := man.Scope.FirstIndex + k
 		v.item()
 		if !proved[i] {
 			v.fail(EntriesName, 0, ptr(i), "entry %d of the range is not proved to be in the log: the range is incomplete or altered", i)
-		}
-		if i == ^uint64(0) {
-			break
 		}
 	}
 }
@@ -761,7 +794,9 @@ func (v *verifier) checkEvidence() []EvidenceFile {
 // compares it with the bundle's files byte for byte.
 func (v *verifier) checkReport(man *Manifest, recs *registry.AuditRecords, evidence []EvidenceFile) {
 	v.begin(CheckReport)
+	v.checkPolicyTexts(recs)
 	if man.ReportFormat != ReportFormat {
+		v.checkCounts(man, recs, evidence, -1)
 		v.skip(fmt.Sprintf("bundle report format %q differs from this verifier's %q: report files checked against the signed manifest only", man.ReportFormat, ReportFormat))
 		v.rep.Notes = append(v.rep.Notes, v.check.Skipped)
 		return
@@ -775,6 +810,16 @@ func (v *verifier) checkReport(man *Manifest, recs *registry.AuditRecords, evide
 	if err != nil {
 		v.fail(HTMLName, 0, nil, "cannot render the report again: %v", err)
 		return
+	}
+	v.checkCounts(man, recs, evidence, len(want))
+	// VERIFY.md tells the auditor how to check the bundle: it is made from
+	// the manifest alone, so a rewritten one (say, "log.vkey is
+	// authoritative") is caught like a rewritten report.
+	v.item()
+	if got, ok := v.b.Files[VerifyName]; !ok {
+		v.fail(VerifyName, 0, nil, "missing: the manifest gives this file")
+	} else if wantMD := verifyMarkdown(man); !bytes.Equal(got, wantMD) {
+		v.fail(VerifyName, 0, nil, "does not match the instructions the signed manifest gives: %s", firstDifference(VerifyName, got, wantMD))
 	}
 	for _, n := range sortedKeys(want) {
 		v.item()
