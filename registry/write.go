@@ -60,6 +60,9 @@ func (r *Registry) CreateVersion(ctx context.Context, actor Actor, in CreateVers
 		return Version{}, false, err
 	} else if found {
 		if v.Digest == digest {
+			if err := sameSignature(v, in.SignatureBundle); err != nil {
+				return Version{}, false, err
+			}
 			return v, true, nil
 		}
 		return Version{}, false, labelTaken(in.Model, in.Label, v.Digest, digest)
@@ -112,6 +115,9 @@ func (r *Registry) CreateVersion(ctx context.Context, actor Actor, in CreateVers
 			return err
 		} else if found {
 			if v.Digest == digest {
+				if err := sameSignature(v, in.SignatureBundle); err != nil {
+					return err
+				}
 				out, existed = v, true
 				return errNoChange
 			}
@@ -173,6 +179,21 @@ func (r *Registry) CreateVersion(ctx context.Context, actor Actor, in CreateVers
 		return Version{}, false, err
 	}
 	return out, false, nil
+}
+
+// sameSignature refuses a repeated push of an existing version that brings
+// a signature the version does not have: answering it as a harmless retry
+// would let a signing pipeline believe the version is signed. A retry with
+// the recorded bundle, or without any, is a retry.
+func sameSignature(v Version, bundle []byte) error {
+	if len(bundle) == 0 || (v.Signature.Present && v.Signature.Bundle == blob.Sum(bundle).String()) {
+		return nil
+	}
+	what := "without a signature"
+	if v.Signature.Present {
+		what = "with another signature bundle (" + v.Signature.Bundle + ")"
+	}
+	return errorf(ErrFailedPrecondition, "model %q: version %q exists with these files but %s; a version never changes: push under a new label to record this signature", v.Model, v.Label, what)
 }
 
 func labelTaken(model, label, have, want string) error {

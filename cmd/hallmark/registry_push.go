@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"connectrpc.com/connect"
 	"golang.org/x/sync/errgroup"
@@ -67,14 +68,26 @@ func runPush(ctx context.Context, e *env, args []string) error {
 	}
 
 	// A signature file kept inside the model directory is not part of the
-	// model, as model_signing treats it.
+	// model, as model_signing treats it, and neither are the paths its
+	// signer recorded as ignored: the model is what was signed.
 	var walk signing.WalkOptions
 	walk.Workers = *workers
-	if *sigPath != "" && fi.IsDir() {
-		if rel, inside, err := signing.RelativeToModel(dir, *sigPath); err != nil {
-			return fmt.Errorf("resolving --signature: %w", err)
-		} else if inside {
-			walk.Ignore = append(walk.Ignore, rel)
+	var bundle []byte
+	if *sigPath != "" {
+		if bundle, err = os.ReadFile(*sigPath); err != nil {
+			return fmt.Errorf("reading signature: %w", err)
+		}
+		ignored, err := signedIgnorePaths(bundle)
+		if err != nil {
+			return fmt.Errorf("--signature %s: %w", *sigPath, err)
+		}
+		if fi.IsDir() {
+			walk.Ignore = append(walk.Ignore, ignored...)
+			if rel, inside, err := signing.RelativeToModel(dir, *sigPath); err != nil {
+				return fmt.Errorf("resolving --signature: %w", err)
+			} else if inside {
+				walk.Ignore = append(walk.Ignore, rel)
+			}
 		}
 	}
 	m, err := signing.ManifestFromPath(ctx, dir, walk)
@@ -85,12 +98,7 @@ func runPush(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("model %s has no files", dir)
 	}
 
-	var bundle []byte
 	switch {
-	case *sigPath != "":
-		if bundle, err = os.ReadFile(*sigPath); err != nil {
-			return fmt.Errorf("reading signature: %w", err)
-		}
 	case *signKey != "":
 		var s signing.Signer
 		if signing.IsKMSURI(*signKey) {
@@ -128,7 +136,13 @@ func runPush(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "%s@%s already existed with identical content\n", v.GetModel(), v.GetLabel())
 	}
 	if sc := v.GetSignature(); sc.GetPresent() && !sc.GetValid() {
-		fmt.Fprintf(e.stderr, "warning: signature recorded as not verified: %s\n  this version stays recorded as \"not verified\"; to verify this signer's later pushes, put its public key in the server's DATA_DIR/trust/keys/NAME.pub or its root certificate in DATA_DIR/trust/roots/NAME.pem, then restart the server: it reads its trust store at start-up\n", sc.GetError())
+		fmt.Fprintf(e.stderr, "warning: signature recorded as not verified: %s\n  this version stays recorded as \"not verified\"", sc.GetError())
+		// The trust-store advice fits only a signature the server could
+		// not tie to a trusted key, not one that covers other files.
+		if msg := sc.GetError(); strings.Contains(msg, signing.ErrNoTrust.Error()) || strings.Contains(msg, signing.ErrSignatureInvalid.Error()) {
+			fmt.Fprint(e.stderr, "; to verify this signer's later pushes, put its public key in the server's DATA_DIR/trust/keys/NAME.pub or its root certificate in DATA_DIR/trust/roots/NAME.pem, then restart the server: it reads its trust store at start-up")
+		}
+		fmt.Fprintln(e.stderr)
 	}
 	fmt.Fprintln(e.stdout, v.GetDigest())
 	return nil
@@ -202,4 +216,28 @@ func uploadFiles(ctx context.Context, e *env, c *registryClients, dir string, is
 		})
 	}
 	return g.Wait()
+}
+
+// signedIgnorePaths returns the model-relative paths the signer of bundle
+// recorded as ignored. The bundle is only parsed, not verified: the server
+// verifies it, and a forged list only changes which files this push leaves
+// out, which then do not match a real signature.
+func signedIgnorePaths(bundle []byte) ([]string, error) {
+	bd, err := signing.ParseBundle(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("not a signature bundle: %w", err)
+	}
+	st, err := bd.Statement()
+	if err != nil {
+		return nil, fmt.Errorf("reading its statement: %w", err)
+	}
+	var out []string
+	for _, p := range st.IgnorePaths {
+		// Paths that are not model-relative cannot name a file inside
+		// the model.
+		if signing.ValidatePath(strings.TrimSuffix(p, "/")) == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
