@@ -74,7 +74,9 @@ type Bundle struct {
 // ParseBundle parses a Sigstore bundle (v0.1 to v0.3, JSON) that must carry
 // a DSSE envelope and one kind of verification material: a public key
 // (hint or raw bytes), an X.509 certificate chain, or a keyless certificate
-// with at least one transparency-log entry. The envelope is parsed with
+// with at least one transparency-log entry. Key and chain bundles may carry
+// only empty transparency-log entries and timestamps, which nothing would
+// verify. The envelope is parsed with
 // [ParseEnvelope]; the statement inside it is not (see
 // [Bundle.Statement]).
 func ParseBundle(b []byte) (*Bundle, error) {
@@ -124,6 +126,7 @@ func (bd *Bundle) parseMaterial(raw json.RawMessage) error {
 		return fmt.Errorf("%w: verificationMaterial: %w", ErrInvalidBundle, err)
 	}
 	kinds := 0
+	hasTimestamps := false
 	for k, v := range vm {
 		switch k {
 		case "publicKey":
@@ -188,6 +191,7 @@ func (bd *Bundle) parseMaterial(raw json.RawMessage) error {
 			}
 			bd.TlogEntries = len(entries)
 		case "timestampVerificationData":
+			hasTimestamps = !emptyJSON(v)
 		default:
 			return fmt.Errorf("%w: verificationMaterial: unknown field %q", ErrInvalidBundle, truncate(k))
 		}
@@ -199,8 +203,42 @@ func (bd *Bundle) parseMaterial(raw json.RawMessage) error {
 		return fmt.Errorf("%w: verificationMaterial has more than one of publicKey, x509CertificateChain, certificate", ErrInvalidBundle)
 	case bd.Kind == MaterialKeyless && bd.TlogEntries == 0:
 		return ErrMissingTlogEntries
+	// Only keyless verification reads log entries and timestamps; on other
+	// bundles they would be bytes that nothing checks, so they are refused
+	// rather than carried along as if they meant something.
+	case bd.Kind != MaterialKeyless && bd.TlogEntries > 0:
+		return fmt.Errorf("%w: a %s bundle has %d transparency-log entries; hallmark verifies them only for keyless bundles", ErrInvalidBundle, bd.Kind, bd.TlogEntries)
+	case bd.Kind != MaterialKeyless && hasTimestamps:
+		return fmt.Errorf("%w: a %s bundle has timestampVerificationData; hallmark verifies timestamps only for keyless bundles", ErrInvalidBundle, bd.Kind)
 	}
 	return nil
+}
+
+// emptyJSON reports whether v is null, an empty list, or an object whose
+// values are all empty: what a tool writes when it has no timestamps.
+func emptyJSON(v json.RawMessage) bool {
+	var x any
+	if err := json.Unmarshal(v, &x); err != nil {
+		return false
+	}
+	var empty func(any) bool
+	empty = func(x any) bool {
+		switch x := x.(type) {
+		case nil:
+			return true
+		case []any:
+			return len(x) == 0
+		case map[string]any:
+			for _, e := range x {
+				if !empty(e) {
+					return false
+				}
+			}
+			return true
+		}
+		return false
+	}
+	return empty(x)
 }
 
 // parseRawCertificate decodes {"rawBytes": base64 DER} strictly.

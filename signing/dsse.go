@@ -16,6 +16,12 @@ const InTotoPayloadType = "application/vnd.in-toto+json"
 // ErrInvalidEnvelope is returned when a DSSE envelope is malformed.
 var ErrInvalidEnvelope = errors.New("invalid DSSE envelope")
 
+// MaxEnvelopeSignatures is the most signatures an envelope may carry.
+// model_signing and hallmark write exactly one; verification tries every
+// trusted key on every signature, so an unbounded list would let a small
+// bundle buy seconds of CPU per verification.
+const MaxEnvelopeSignatures = 4
+
 // Envelope is a DSSE envelope.
 type Envelope struct {
 	PayloadType string
@@ -78,9 +84,9 @@ func (e Envelope) MarshalJSON() ([]byte, error) {
 }
 
 // ParseEnvelope parses a DSSE envelope in JSON form. It requires a payload,
-// the in-toto payload type and at least one non-empty signature, and
-// rejects unknown fields (the OMS envelope schema allows none). A keyid may
-// be absent, empty or null.
+// the in-toto payload type and one to [MaxEnvelopeSignatures] non-empty
+// signatures, and rejects unknown fields (the OMS envelope schema allows
+// none). A keyid may be absent, empty or null; it is not signed.
 func ParseEnvelope(b []byte) (*Envelope, error) {
 	raw, err := objectKeys(b, "payload", "payloadType", "signatures")
 	if err != nil {
@@ -113,6 +119,9 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	}
 	if len(sigs) == 0 {
 		return nil, fmt.Errorf("%w: no signatures", ErrInvalidEnvelope)
+	}
+	if len(sigs) > MaxEnvelopeSignatures {
+		return nil, fmt.Errorf("%w: %d signatures, at most %d are accepted", ErrInvalidEnvelope, len(sigs), MaxEnvelopeSignatures)
 	}
 	for i, sr := range sigs {
 		m, err := objectKeys(sr, "sig", "keyid")

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrInvalidManifest is returned (wrapped in a *ManifestError) when a file
@@ -127,12 +128,16 @@ func NewManifest(files []File) (Manifest, error) {
 
 // ValidatePath checks that p is usable as a manifest path: non-empty,
 // relative, slash-separated and clean (no "", "." or ".." elements, no
-// trailing slash), without NUL, backslash or a drive letter. Other bytes are
-// allowed, as POSIX file systems allow them.
+// trailing slash), valid UTF-8, without NUL, backslash or a drive letter.
+// UTF-8 is required because signatures and the ledger store paths in JSON,
+// which replaces invalid bytes: two names could become one, and a signed
+// name would no longer match the file.
 func ValidatePath(p string) error {
 	switch {
 	case p == "":
 		return errors.New("empty path")
+	case !utf8.ValidString(p):
+		return fmt.Errorf("path %q is not valid UTF-8", p)
 	case strings.IndexByte(p, 0) >= 0:
 		return errors.New("path contains NUL")
 	case strings.IndexByte(p, '\\') >= 0:

@@ -1,10 +1,10 @@
 package signing
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -116,7 +116,7 @@ func VerifyBundle(ctx context.Context, bd *Bundle, ts TrustStore) (Result, *Stat
 		if len(ts.PublicKeys) == 0 {
 			return Result{}, nil, fmt.Errorf("%w: the bundle is signed with a key and no public key was given", ErrNoTrust)
 		}
-		pub, err := verifyAny(ts.PublicKeys, pae, bd.Envelope.Signatures)
+		pub, err := verifyAny(ctx, ts.PublicKeys, pae, bd.Envelope.Signatures)
 		if err != nil {
 			return Result{}, nil, err
 		}
@@ -134,7 +134,7 @@ func VerifyBundle(ctx context.Context, bd *Bundle, ts TrustStore) (Result, *Stat
 			return Result{}, nil, err
 		}
 		leaf := chain[0]
-		if _, err := verifyAny([]crypto.PublicKey{leaf.PublicKey}, pae, bd.Envelope.Signatures); err != nil {
+		if _, err := verifyAny(ctx, []crypto.PublicKey{leaf.PublicKey}, pae, bd.Envelope.Signatures); err != nil {
 			return Result{}, nil, fmt.Errorf("leaf certificate %q: %w", leaf.Subject.String(), err)
 		}
 		res.KeyFingerprint, _ = KeyFingerprint(leaf.PublicKey)
@@ -180,9 +180,15 @@ func checkKeyClaims(bd *Bundle, pub crypto.PublicKey) error {
 		}
 	}
 	if len(bd.PublicKeyRaw) > 0 {
+		// rawBytes is either PEM (model_signing 1.0.x) or DER (the
+		// Sigstore schema). PEM is told by its first bytes, not by
+		// pem.Decode, which skips any text before the block. Either way the
+		// claimed key must first parse, so that a wrong key is named as
+		// such.
+		isPEM := bytes.HasPrefix(bd.PublicKeyRaw, []byte("-----BEGIN "))
 		var claimed crypto.PublicKey
 		var err error
-		if blk, _ := pem.Decode(bd.PublicKeyRaw); blk != nil {
+		if isPEM {
 			claimed, err = ParsePublicKeyPEM(bd.PublicKeyRaw)
 		} else {
 			claimed, err = x509.ParsePKIXPublicKey(bd.PublicKeyRaw)
@@ -195,13 +201,16 @@ func checkKeyClaims(bd *Bundle, pub crypto.PublicKey) error {
 		if a != b {
 			return fmt.Errorf("%w: rawBytes holds key %s, verified with key %s", ErrKeyMismatch, a, b)
 		}
-		if len(bd.PublicKeyRaw) > 0 && bd.PublicKeyRaw[0] == '-' {
-			// The PEM text itself must be the canonical encoding, or a
-			// changed byte in a header could go unnoticed.
-			canon, _ := MarshalPublicKeyPEM(pub)
-			if string(canon) != string(bd.PublicKeyRaw) {
-				return fmt.Errorf("%w: rawBytes is not the canonical PEM of the key", ErrKeyMismatch)
-			}
+		// The bytes themselves must be the canonical encoding of the key,
+		// or a changed byte in a PEM header or trailer would go unnoticed.
+		var canon []byte
+		if isPEM {
+			canon, _ = MarshalPublicKeyPEM(pub)
+		} else {
+			canon, _ = x509.MarshalPKIXPublicKey(pub)
+		}
+		if !bytes.Equal(canon, bd.PublicKeyRaw) {
+			return fmt.Errorf("%w: rawBytes is not the canonical encoding of the key", ErrKeyMismatch)
 		}
 	}
 	if bd.PublicKeyDetails != "" && bd.PublicKeyDetails != keyDetails(pub) {
@@ -211,10 +220,14 @@ func checkKeyClaims(bd *Bundle, pub crypto.PublicKey) error {
 }
 
 // verifyAny returns the first key of keys that verifies one of sigs over
-// message.
-func verifyAny(keys []crypto.PublicKey, message []byte, sigs []EnvelopeSignature) (crypto.PublicKey, error) {
+// message. ParseEnvelope bounds sigs, but a trust store may hold many keys,
+// so ctx is checked before each key.
+func verifyAny(ctx context.Context, keys []crypto.PublicKey, message []byte, sigs []EnvelopeSignature) (crypto.PublicKey, error) {
 	var lastErr error
 	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		for _, s := range sigs {
 			err := verifySig(k, message, s.Sig)
 			if err == nil {
@@ -256,6 +269,14 @@ func verifyChain(certs []*x509.Certificate, ts TrustStore) ([]*x509.Certificate,
 	// bits; a leaf that may not make digital signatures must not count.
 	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
 		return nil, fmt.Errorf("%w: leaf %q does not allow digital signatures (key usage)", ErrCertificate, subj)
+	}
+	// Go treats a leaf without extended key usage as good for any use; the
+	// documented promise is a certificate issued for code signing, so the
+	// leaf must say so itself.
+	if !slices.ContainsFunc(leaf.ExtKeyUsage, func(u x509.ExtKeyUsage) bool {
+		return u == x509.ExtKeyUsageCodeSigning || u == x509.ExtKeyUsageAny
+	}) {
+		return nil, fmt.Errorf("%w: leaf %q does not allow code signing (its extended key usage lacks codeSigning)", ErrCertificate, subj)
 	}
 	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         roots,

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // ErrSymlink is returned when a model contains a symbolic link and
@@ -133,6 +134,11 @@ func ManifestFromPath(ctx context.Context, path string, opts WalkOptions) (Manif
 	if err != nil {
 		return Manifest{}, fmt.Errorf("reading model: %w", err)
 	}
+	// WalkDir does not follow a root that is itself a symbolic link (it
+	// would list nothing), so walk the directory the link leads to.
+	if root, err = filepath.EvalSymlinks(root); err != nil {
+		return Manifest{}, fmt.Errorf("resolving model directory %q: %w", path, err)
+	}
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("walking model: %w", err)
@@ -145,6 +151,11 @@ func ManifestFromPath(ctx context.Context, path string, opts WalkOptions) (Manif
 			return fmt.Errorf("walking model: %w", err)
 		}
 		rel = filepath.ToSlash(rel)
+		// Checked before hashing: the statement is JSON, which would turn
+		// the name into another one and the signature could never verify.
+		if !utf8.ValidString(rel) {
+			return &ManifestError{Path: rel, Reason: "name is not valid UTF-8"}
+		}
 		if ign.match(rel) {
 			if d.IsDir() {
 				return filepath.SkipDir
