@@ -43,6 +43,22 @@ func TestPushSignedFixture(t *testing.T) {
 
 	unsigned := writeModel(t, map[string]string{"signme-1": "x", "signme-2": "y"})
 	s.mustCLI(s.admin, "push", unsigned, "--model", "u", "--version", "1")
+	code, _, stderr := s.cli(s.admin, "push", unsigned, "--model", "u", "--version", "1", "--sign-key", writeSigningKey(t))
+	if code == 0 || !strings.Contains(stderr, `version "1" exists with these files but without a signature`) {
+		t.Fatalf("a signature brought to an unsigned version: exit %d, %s; want it refused", code, stderr)
+	}
+	if out := s.mustCLI(s.admin, "show", "u@1"); !strings.Contains(out, "signed:   no") {
+		t.Fatalf("u@1 after the refused push:\n%s", out)
+	}
+	if code, _, stderr = s.cli(s.admin, "push", model, "--model", "m2", "--version", "1", "--signature", filepath.Join(unsigned, "signme-1")); code == 0 || !strings.Contains(stderr, "not a signature bundle") {
+		t.Fatalf("--signature with a file that is no bundle: exit %d, %s", code, stderr)
+	}
+}
+
+// writeSigningKey writes a new Ed25519 private key (PEM) to a file and
+// returns its path.
+func writeSigningKey(t testing.TB) string {
+	t.Helper()
 	priv, err := signing.GenerateKey(signing.KeyEd25519)
 	if err != nil {
 		t.Fatal(err)
@@ -55,14 +71,5 @@ func TestPushSignedFixture(t *testing.T) {
 	if err := os.WriteFile(keyFile, privPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr := s.cli(s.admin, "push", unsigned, "--model", "u", "--version", "1", "--sign-key", keyFile)
-	if code == 0 || !strings.Contains(stderr, `version "1" exists with these files but without a signature`) {
-		t.Fatalf("a signature brought to an unsigned version: exit %d, %s; want it refused", code, stderr)
-	}
-	if out := s.mustCLI(s.admin, "show", "u@1"); !strings.Contains(out, "signed:   no") {
-		t.Fatalf("u@1 after the refused push:\n%s", out)
-	}
-	if code, _, stderr = s.cli(s.admin, "push", model, "--model", "m2", "--version", "1", "--signature", filepath.Join(unsigned, "signme-1")); code == 0 || !strings.Contains(stderr, "not a signature bundle") {
-		t.Fatalf("--signature with a file that is no bundle: exit %d, %s", code, stderr)
-	}
+	return keyFile
 }

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	registryv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1"
-	"github.com/hallmark-dev/hallmark/signing"
 )
 
 func TestShowText(t *testing.T) {
@@ -100,18 +99,9 @@ func TestSignedColumn(t *testing.T) {
 // server cannot verify, and reads it back through show and versions.
 func TestShowAndVersionsLive(t *testing.T) {
 	s := startServer(t, t.TempDir()) // empty trust store: nothing verifies
-	priv, err := signing.GenerateKey(signing.KeyEd25519)
-	if err != nil {
-		t.Fatal(err)
-	}
-	privPEM, err := signing.MarshalPrivateKeyPEM(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "ci.key")
+	keyFile := writeSigningKey(t)
 	meta := filepath.Join(t.TempDir(), "meta.json")
 	for p, b := range map[string]string{
-		keyFile: string(privPEM),
 		meta: `{"framework":"xgboost","metrics":{"auc":0.91},"labels":{"owner":"risk"},
 		        "lineage":{"datasets":[{"name":"train","uri":"s3://b/train"}],"codeCommit":"abc123",
 		                   "ciRunUrl":"https://ci.example/run/42"}}`,
