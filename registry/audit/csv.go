@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,7 +81,7 @@ func list(items []string) string { return cell(strings.Join(items, "; ")) }
 
 func metricsList(m map[string]float64) string {
 	var items []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		items = append(items, k+"="+csvNum(m[k]))
 	}
 	return list(items)
@@ -88,7 +89,7 @@ func metricsList(m map[string]float64) string {
 
 func labelsList(m map[string]string) string {
 	var items []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		items = append(items, k+"="+m[k])
 	}
 	return list(items)

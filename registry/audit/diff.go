@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"maps"
 	"slices"
 	"strings"
 )
@@ -215,8 +216,8 @@ func policyDiff(prev, cur []PolicyFile) []fileChange {
 	for _, f := range cur {
 		now[f.Name] = f.Text
 	}
-	names := sortedKeys(old)
-	for _, k := range sortedKeys(now) {
+	names := slices.Sorted(maps.Keys(old))
+	for _, k := range slices.Sorted(maps.Keys(now)) {
 		if _, ok := old[k]; !ok {
 			names = append(names, k)
 		}

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -127,15 +128,6 @@ func versionRef(label, digest string) string {
 	return short(digest)
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 func sortedSegments(s []Segment) []Segment {
 	out := slices.Clone(s)
 	slices.SortStableFunc(out, func(a, b Segment) int { return strings.Compare(a.Name, b.Name) })
@@ -189,7 +181,7 @@ func denyRules(d Decision) string {
 // evidence.segments shape), naming each after its key, sorted by name.
 func (e *Evidence) SetSegments(m map[string]Segment) {
 	e.Segments = e.Segments[:0]
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		s := m[k]
 		s.Name = k
 		e.Segments = append(e.Segments, s)

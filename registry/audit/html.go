@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -103,10 +105,10 @@ func buildDossiers(r *Report, limit int) (ds []dossier, omitted int) {
 	for i, v := range vs {
 		idx[versionKey(v.Model, v.Digest)] = i
 		d := dossier{V: v}
-		for _, k := range sortedKeys(v.Metrics) {
+		for _, k := range slices.Sorted(maps.Keys(v.Metrics)) {
 			d.Metrics = append(d.Metrics, Metric{k, v.Metrics[k]})
 		}
-		for _, k := range sortedKeys(v.Labels) {
+		for _, k := range slices.Sorted(maps.Keys(v.Labels)) {
 			d.Labels = append(d.Labels, [2]string{k, v.Labels[k]})
 		}
 		ds[i] = d
@@ -273,7 +275,7 @@ func registerCounts(r *Report) []registerCount {
 // chartCSS is derived from the fixed palette, never from data.
 func chartCSS() template.CSS {
 	var b strings.Builder
-	for _, k := range sortedKeys(palette) {
+	for _, k := range slices.Sorted(maps.Keys(palette)) {
 		c := rgb(k)
 		fmt.Fprintf(&b, "svg rect.%s{fill:%s}svg line.%s{stroke:%s;stroke-width:1.5}svg text.%s{fill:%s}.sw-%s{background:%s}\n", k, c, k, c, k, c, k, c)
 	}

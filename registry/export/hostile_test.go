@@ -8,7 +8,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,7 +42,7 @@ func resign(t *testing.T, f *fixture, b *Bundle, edit func(m *Manifest)) {
 		rep: &Report{Manifest: man}, sums: map[string]string{}}
 	_, entries, _ := v.checkEntries(man)
 	v.begin(CheckBlobs)
-	recs := v.readEntries(man, entries)
+	recs := v.readEntries(man, entries, slices.Sorted(maps.Keys(entries)))
 	rep, err := buildReport(reportInput{man: man, recs: recs, evidence: v.checkEvidence(), checkpoint: b.Files[CheckpointName]})
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +337,8 @@ func TestVerifyEvidenceMatchesShadowEntries(t *testing.T) {
 			v := &verifier{ctx: context.Background(), b: &Bundle{Files: map[string][]byte{}}, opts: VerifyOptions{MaxProblemsPerCheck: 100},
 				rep: &Report{Manifest: man}, sums: map[string]string{}}
 			v.begin(CheckEvidence)
-			v.checkEvidenceScope(man, map[uint64][]byte{7: started}, &registry.AuditRecords{Deployments: tc.deps}, tc.evidence())
+			starts := v.checkStatuses(man, map[uint64][]byte{7: started}, []uint64{7})
+			v.checkEvidenceScope(man, starts, &registry.AuditRecords{Deployments: tc.deps}, tc.evidence())
 			wantProblems(t, v.rep, tc.want)
 		})
 	}
@@ -343,7 +346,8 @@ func TestVerifyEvidenceMatchesShadowEntries(t *testing.T) {
 	man := &Manifest{Scope: ManifestScope{FirstIndex: 7, LastIndex: 7}}
 	v := &verifier{ctx: context.Background(), b: &Bundle{Files: map[string][]byte{}}, opts: VerifyOptions{MaxProblemsPerCheck: 100}, rep: &Report{Manifest: man}}
 	v.begin(CheckEvidence)
-	v.checkEvidenceScope(man, map[uint64][]byte{7: started}, &registry.AuditRecords{Deployments: []string{"d1"}}, []EvidenceFile{good})
+	starts := v.checkStatuses(man, map[uint64][]byte{7: started}, []uint64{7})
+	v.checkEvidenceScope(man, starts, &registry.AuditRecords{Deployments: []string{"d1"}}, []EvidenceFile{good})
 	if !v.rep.OK() {
 		t.Errorf("matching evidence refused:\n%s", problems(v.rep))
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -227,12 +226,3 @@ func trunc(s string) string {
 
 // evidenceName is the file name of a deployment's evidence.
 func evidenceName(id string) string { return EvidenceDir + id + ".json" }
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}

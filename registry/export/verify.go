@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -210,7 +211,8 @@ func (v *verifier) run() {
 	cp, cpOK := v.checkCheckpoint(lv, man)
 
 	leaves, entries, nlines := v.checkEntries(man)
-	v.checkScope(man, entries)
+	order := slices.Sorted(maps.Keys(entries)) // every later pass reads the entries in index order
+	v.checkScope(man, entries, order)
 	// The proofs need only the leaves and the checkpoint: they are checked
 	// beside what the entries say (the sums cache is not used by them).
 	pv, rv := v.fork(), v.fork()
@@ -218,13 +220,13 @@ func (v *verifier) run() {
 	var wg sync.WaitGroup
 	wg.Go(func() { pv.checkProofs(man, cp, cpOK, leaves, nlines) })
 	rv.begin(CheckBlobs)
-	recs := rv.readEntries(man, entries)
+	recs := rv.readEntries(man, entries, order)
 	sets := rv.checkPolicies()
 	rv.replay(recs, sets)
-	rv.checkStatuses(man, entries)
+	starts := rv.checkStatuses(man, entries, order)
 	rv.checkVersionSignatures(recs)
 	evidence := rv.checkEvidence()
-	rv.checkEvidenceScope(man, entries, recs, evidence)
+	rv.checkEvidenceScope(man, starts, recs, evidence)
 	rv.checkReport(man, recs, evidence)
 	wg.Wait()
 	v.join(pv, rv)
@@ -507,7 +509,7 @@ func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool
 }
 
 // readEntries interprets the entries with the bundle's blobs.
-func (v *verifier) readEntries(man *Manifest, entries map[uint64][]byte) *registry.AuditRecords {
+func (v *verifier) readEntries(man *Manifest, entries map[uint64][]byte, order []uint64) *registry.AuditRecords {
 	r := registry.NewAuditReader(man.Scope.Model, func(ref string, max int64) ([]byte, error) {
 		name := BlobsDir + strings.TrimPrefix(ref, blob.DigestPrefix)
 		b, ok := v.b.Files[name]
@@ -521,12 +523,11 @@ func (v *verifier) readEntries(man *Manifest, entries map[uint64][]byte) *regist
 	})
 	// Entries that failed their own checks are still read, so that every
 	// other check runs; the failures are already reported.
-	idx := sortedIndexes(entries)
-	es := make([][]byte, len(idx))
-	for j, i := range idx {
+	es := make([][]byte, len(order))
+	for j, i := range order {
 		es[j] = entries[i]
 	}
-	_ = r.AddEntries(idx, es) // increasing by construction
+	_ = r.AddEntries(order, es) // increasing by construction
 	recs := r.Finish()
 	used := map[string]bool{}
 	for _, ref := range recs.Blobs {
@@ -549,15 +550,6 @@ func (v *verifier) readEntries(man *Manifest, entries map[uint64][]byte) *regist
 	return recs
 }
 
-func sortedIndexes(m map[uint64][]byte) []uint64 {
-	out := make([]uint64, 0, len(m))
-	for i := range m {
-		out = append(out, i)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // checkPolicies checks that every policies/<hex>/ folder holds the set of
 // that digest.
 func (v *verifier) checkPolicies() map[string]*policy.Set {
@@ -576,7 +568,7 @@ func (v *verifier) checkPolicies() map[string]*policy.Set {
 		byDir[dir] = append(byDir[dir], policy.File{Name: name, Data: v.b.Files[n]})
 	}
 	sets := map[string]*policy.Set{}
-	for _, dir := range sortedKeys(byDir) {
+	for _, dir := range slices.Sorted(maps.Keys(byDir)) {
 		v.item()
 		s, err := policy.NewSet(byDir[dir])
 		if err != nil {
@@ -821,7 +813,7 @@ func (v *verifier) checkReport(man *Manifest, recs *registry.AuditRecords, evide
 	} else if wantMD := verifyMarkdown(man); !bytes.Equal(got, wantMD) {
 		v.fail(VerifyName, 0, nil, "does not match the instructions the signed manifest gives: %s", firstDifference(VerifyName, got, wantMD))
 	}
-	for _, n := range sortedKeys(want) {
+	for _, n := range slices.Sorted(maps.Keys(want)) {
 		v.item()
 		got, ok := v.b.Files[n]
 		switch {

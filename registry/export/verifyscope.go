@@ -22,7 +22,7 @@ import (
 // bound is that index, and a time bound holds every exported entry. That
 // nothing just outside a time bound belongs inside it is not provable from
 // the range alone (its neighbours are not exported).
-func (v *verifier) checkScope(man *Manifest, entries map[uint64][]byte) {
+func (v *verifier) checkScope(man *Manifest, entries map[uint64][]byte, order []uint64) {
 	v.begin(CheckScope)
 	v.item()
 	s := man.Scope
@@ -49,7 +49,7 @@ func (v *verifier) checkScope(man *Manifest, entries map[uint64][]byte) {
 	if from.Time.IsZero() && to.Time.IsZero() {
 		return
 	}
-	for k, i := range sortedIndexes(entries) {
+	for k, i := range order {
 		if k%4096 == 0 && v.ctx.Err() != nil {
 			return
 		}
@@ -68,8 +68,8 @@ func (v *verifier) checkScope(man *Manifest, entries map[uint64][]byte) {
 
 const timeFormat = "2006-01-02T15:04:05.999999999Z07:00"
 
-// statusEvent is the part of a decision or alias move entry checkStatuses
-// reads.
+// statusEvent is the part of a decision, alias move or shadow start entry
+// checkStatuses reads (the events' field names never clash in type).
 type statusEvent struct {
 	Type   string `json:"type"`
 	Model  string `json:"model"`
@@ -78,17 +78,29 @@ type statusEvent struct {
 	Result struct {
 		Allow bool `json:"allow"`
 	} `json:"result"`
-	Decision uint64 `json:"decision"`
+	Decision   uint64 `json:"decision"`
+	Deployment string `json:"deployment"`
+	Candidate  string `json:"candidate"`
+	Baseline   string `json:"baseline"`
+}
+
+// shadowStart is a shadow.started entry of the range.
+type shadowStart struct {
+	index uint64
+	ev    statusEvent
 }
 
 // checkStatuses checks what the registry says it did against what the
 // policy decided: replay proves the recorded result, not the recorded
-// status, and an alias move proves nothing about the decision it names.
-func (v *verifier) checkStatuses(man *Manifest, entries map[uint64][]byte) {
+// status, and an alias move proves nothing about the decision it names. In
+// the same pass over the entries it collects the shadow deployments started
+// in the range, for checkEvidenceScope.
+func (v *verifier) checkStatuses(man *Manifest, entries map[uint64][]byte, order []uint64) map[string]shadowStart {
 	decisions := map[uint64]statusEvent{}
-	for k, i := range sortedIndexes(entries) {
+	starts := map[string]shadowStart{}
+	for k, i := range order {
 		if k%4096 == 0 && v.ctx.Err() != nil {
-			return
+			return starts
 		}
 		var e statusEvent
 		if json.Unmarshal(entries[i], &e) != nil {
@@ -96,6 +108,8 @@ func (v *verifier) checkStatuses(man *Manifest, entries map[uint64][]byte) {
 		}
 		line := v.lineOf(i)
 		switch e.Type {
+		case registry.TypeShadowStarted:
+			starts[e.Deployment] = shadowStart{index: i, ev: e}
 		case registry.TypeDecisionRecorded:
 			decisions[i] = e
 			switch {
@@ -125,6 +139,7 @@ func (v *verifier) checkStatuses(man *Manifest, entries map[uint64][]byte) {
 			}
 		}
 	}
+	return starts
 }
 
 // checkCounts compares the manifest's headline numbers with the ones the
@@ -269,24 +284,7 @@ func (v *verifier) checkLayout() {
 // checkEvidenceScope checks that the evidence files are those of the
 // deployments the verified entries name (after the model filter) and say
 // what the shadow.started entries recorded.
-func (v *verifier) checkEvidenceScope(man *Manifest, entries map[uint64][]byte, recs *registry.AuditRecords, evidence []EvidenceFile) {
-	type started struct {
-		Type       string `json:"type"`
-		Deployment string `json:"deployment"`
-		Model      string `json:"model"`
-		Alias      string `json:"alias"`
-		Candidate  string `json:"candidate"`
-		Baseline   string `json:"baseline"`
-	}
-	starts := map[string]uint64{}
-	recorded := map[string]started{}
-	for _, i := range sortedIndexes(entries) {
-		var e started
-		if json.Unmarshal(entries[i], &e) != nil || e.Type != registry.TypeShadowStarted {
-			continue
-		}
-		starts[e.Deployment], recorded[e.Deployment] = i, e
-	}
+func (v *verifier) checkEvidenceScope(man *Manifest, starts map[string]shadowStart, recs *registry.AuditRecords, evidence []EvidenceFile) {
 	named := map[string]bool{}
 	for _, id := range recs.Deployments {
 		named[id] = true
@@ -302,11 +300,11 @@ func (v *verifier) checkEvidenceScope(man *Manifest, entries map[uint64][]byte, 
 		if man.Scope.Model != "" && ef.Model != man.Scope.Model {
 			v.fail(n, 0, nil, "deployment %q is of model %q, outside the export's model %q", ef.DeploymentID, ef.Model, man.Scope.Model)
 		}
-		i, ok := starts[ef.DeploymentID]
+		st, ok := starts[ef.DeploymentID]
 		if !ok {
 			continue // started before the range: only the registry's word
 		}
-		e := recorded[ef.DeploymentID]
+		i, e := st.index, st.ev
 		switch {
 		case ef.LedgerIndex != i:
 			v.fail(n, 0, ptr(i), "says ledger_index %d, the deployment started at entry %d", ef.LedgerIndex, i)
@@ -321,8 +319,8 @@ func (v *verifier) checkEvidenceScope(man *Manifest, entries map[uint64][]byte, 
 		}
 		// The model filter drops other models' deployments; it can only be
 		// applied where the range holds the deployment's start.
-		e, ok := recorded[id]
-		if man.Scope.Model != "" && (!ok || e.Model != man.Scope.Model) {
+		st, ok := starts[id]
+		if man.Scope.Model != "" && (!ok || st.ev.Model != man.Scope.Model) {
 			continue
 		}
 		v.fail(evidenceName(id), 0, nil, "missing: the entries name shadow deployment %q", id)
