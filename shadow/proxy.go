@@ -414,9 +414,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		obs.Outcome = OutcomeOversize
 	}
 	if obs.Outcome != 0 {
-		obs.Segment = p.segmentOf(r.Header, ex, oversize || ex.over)
-		p.putExchange(ex)
-		_ = p.agg.Record(obs) // outcome is valid by construction
+		p.recordUnmirrored(obs, r.Header, ex, oversize || ex.over)
 		return
 	}
 	ex.method, ex.path, ex.rawPath, ex.rawQuery = r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery
@@ -435,9 +433,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.RUnlock()
 	obs.Outcome = OutcomeDropped
-	obs.Segment = p.segmentOf(r.Header, ex, false)
+	p.recordUnmirrored(obs, r.Header, ex, false)
+}
+
+// recordUnmirrored records a request no copy was sent for, in its segment
+// (see segmentOf for bodyUnknown), and recycles ex.
+func (p *Proxy) recordUnmirrored(obs Observation, h http.Header, ex *exchange, bodyUnknown bool) {
+	obs.Segment = p.segmentOf(h, ex, bodyUnknown)
 	p.putExchange(ex)
-	_ = p.agg.Record(obs)
+	_ = p.agg.Record(obs) // outcome is valid by construction
 }
 
 // forward runs the reverse proxy for r. ReverseProxy aborts a response
@@ -464,9 +468,7 @@ func (p *Proxy) recordAbort(r *http.Request, ex *exchange, start time.Time, over
 	if r.Context().Err() == nil && (ex.failed || ex.status == 0) {
 		obs.Outcome, obs.PrimaryLatency = OutcomePrimaryError, time.Since(start)
 	}
-	obs.Segment = p.segmentOf(r.Header, ex, oversize || ex.over)
-	p.putExchange(ex)
-	_ = p.agg.Record(obs) // outcome is valid by construction
+	p.recordUnmirrored(obs, r.Header, ex, oversize || ex.over)
 }
 
 type errReader struct{ err error }
