@@ -127,6 +127,19 @@ func comparePathParts(a, b string) int {
 	}
 }
 
+// ModelIgnorePaths returns the recorded ignore paths that name a place
+// inside the model (model-relative, a trailing "/" for a directory). Others
+// cannot name a file of the model, so they are skipped rather than trusted.
+func (s *Statement) ModelIgnorePaths() []string {
+	var out []string
+	for _, p := range s.IgnorePaths {
+		if ValidatePath(strings.TrimSuffix(p, "/")) == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // NewStatement builds the OMS v1.0 statement of a manifest with the files
 // serialization, as model_signing 1.1 writes it: one subject named name
 // whose sha256 is the digest of the resource digests, resources in

@@ -41,14 +41,7 @@ func VerifyPath(ctx context.Context, modelPath string, bundleJSON []byte, ts Tru
 	if err != nil {
 		return Result{}, err
 	}
-	ignore := slices.Clone(opts.Ignore)
-	for _, p := range st.IgnorePaths {
-		// Recorded paths that are not model-relative cannot name a file
-		// inside the model; they are skipped rather than trusted.
-		if ValidatePath(strings.TrimSuffix(p, "/")) == nil {
-			ignore = append(ignore, p)
-		}
-	}
+	ignore := append(slices.Clone(opts.Ignore), st.ModelIgnorePaths()...)
 	if opts.SignaturePath != "" {
 		if rel, ok, err := RelativeToModel(modelPath, opts.SignaturePath); err == nil && ok {
 			ignore = append(ignore, rel)

@@ -231,13 +231,5 @@ func signedIgnorePaths(bundle []byte) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading its statement: %w", err)
 	}
-	var out []string
-	for _, p := range st.IgnorePaths {
-		// Paths that are not model-relative cannot name a file inside
-		// the model.
-		if signing.ValidatePath(strings.TrimSuffix(p, "/")) == nil {
-			out = append(out, p)
-		}
-	}
-	return out, nil
+	return st.ModelIgnorePaths(), nil
 }
