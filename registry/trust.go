@@ -67,9 +67,21 @@ func listFiles(dir, ext string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ext) {
-			out = append(out, filepath.Join(dir, e.Name()))
+		if !strings.HasSuffix(e.Name(), ext) {
+			continue
 		}
+		p := filepath.Join(dir, e.Name())
+		// Follow symbolic links: a Kubernetes Secret or ConfigMap mounts
+		// every key as a link into a hidden folder, and skipping links
+		// would start the server with an empty trust store and no error.
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("reading trust store: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("reading trust store: %s is not a regular file (%s)", p, fi.Mode().Type())
+		}
+		out = append(out, p)
 	}
 	sort.Strings(out)
 	return out, nil
