@@ -162,6 +162,9 @@ func (r *Registry) AddPrincipal(ctx context.Context, actor Actor, id, name strin
 	if err := validName("principal id", id, maxIDLen); err != nil {
 		return Principal{}, "", err
 	}
+	if id == SystemActor.ID {
+		return Principal{}, "", errorf(ErrInvalidArgument, "principal id %q is reserved for the server itself", id)
+	}
 	if strings.TrimSpace(name) == "" {
 		return Principal{}, "", errorf(ErrInvalidArgument, "principal %q: the printed name is empty", id)
 	}

@@ -202,8 +202,15 @@ func decodeEvent(entry []byte) (any, header, time.Time, error) {
 	if ev == nil {
 		return nil, header{}, time.Time{}, fmt.Errorf("%w: type %q", errNotRegistry, h.Type)
 	}
-	if h.V != eventVersion {
+	// A later "v" was written by a newer hallmark: skipping it would lose
+	// state, so it stops the projection. No hallmark ever wrote a "v" below
+	// 1 (or none, which decodes as 0): that entry is malformed, and
+	// rejecting it keeps the server startable.
+	if h.V > eventVersion {
 		return nil, header{}, time.Time{}, fmt.Errorf("%w: %s v%d (this build reads v%d)", ErrUnsupportedEvent, h.Type, h.V, eventVersion)
+	}
+	if h.V < 1 {
+		return nil, header{}, time.Time{}, fmt.Errorf("%s: \"v\" is %d or missing; every hallmark event has \"v\": %d", h.Type, h.V, eventVersion)
 	}
 	dec := json.NewDecoder(bytes.NewReader(entry))
 	dec.DisallowUnknownFields()

@@ -240,6 +240,12 @@ func (r *Registry) Promote(ctx context.Context, actor Actor, in PromoteInput) (P
 		if err := validName("promotion request id", in.ID, maxIDLen); err != nil {
 			return PromotionResult{}, err
 		}
+		// Decisions are also found by ledger index; an id made of digits
+		// only would read as one (requests recorded before this rule keep
+		// theirs).
+		if strings.Trim(in.ID, "0123456789") == "" {
+			return PromotionResult{}, errorf(ErrInvalidArgument, "promotion request id %q is all digits, which reads as a ledger index; add a letter (e.g. %q)", in.ID, "req-"+in.ID)
+		}
 	}
 	return retryStalePolicies(func() (PromotionResult, error) { return r.promoteOnce(ctx, actor, in) })
 }

@@ -619,3 +619,19 @@ func TestLargeDecisionInputGoesToBlob(t *testing.T) {
 	checkReplaysOwnSets(t, e.reg)
 	e.checkRebuildEqual(t)
 }
+
+// TestPromoteRefusesDigitOnlyID: decisions are also looked up by ledger
+// index, so a request id of digits only would name two things.
+func TestPromoteRefusesDigitOnlyID(t *testing.T) {
+	e := newPromoEnv(t)
+	e.pushSigned(t, "m", "1.0", true)
+	size := e.log.Size()
+	_, err := e.reg.Promote(context.Background(), requesterActor, PromoteInput{ID: "6", Model: "m", Alias: "staging", Version: "1.0", ExpectUnset: true, Reason: "CHG-1"})
+	wantErr(t, err, ErrInvalidArgument, `promotion request id "6" is all digits`)
+	if e.log.Size() != size {
+		t.Fatalf("a refused request appended %d entries", e.log.Size()-size)
+	}
+	if _, err := e.reg.Promote(context.Background(), requesterActor, PromoteInput{ID: "req-6", Model: "m", Alias: "staging", Version: "1.0", ExpectUnset: true, Reason: "CHG-1"}); err != nil {
+		t.Fatalf("id with a letter: %v", err)
+	}
+}

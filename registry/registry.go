@@ -152,7 +152,7 @@ func (r *Registry) header(tx stateReader, typ string, a Actor) (header, error) {
 	// through a request already in flight. Checked against tx, the state
 	// the entry is sequenced after. The server itself is not a principal,
 	// and a refusal is recorded whoever was refused.
-	if a.ID != SystemActor.ID && typ != TypeAccessDenied {
+	if !isSystem(a) && typ != TypeAccessDenied {
 		var p Principal
 		found, err := getJSON(tx, key(prefixPrincipal, a.ID), &p)
 		if err != nil {
@@ -164,6 +164,11 @@ func (r *Registry) header(tx stateReader, typ string, a Actor) (header, error) {
 	}
 	return header{Type: typ, V: eventVersion, Time: t, Actor: refOf(a)}, nil
 }
+
+// isSystem reports whether a is the server acting on its own behalf: its id
+// is reserved (AddPrincipal refuses it), and no authenticated request carries
+// local authentication.
+func isSystem(a Actor) bool { return a.ID == SystemActor.ID && a.Auth == AuthLocal }
 
 // GetModel returns a model with its aliases.
 func (r *Registry) GetModel(ctx context.Context, name string) (Model, error) {

@@ -70,13 +70,27 @@ func TestIdempotentPush(t *testing.T) {
 	e := newEnv(t, Options{})
 	v := e.push(t, "m", "1.0.0", "a")
 	size := e.log.Size()
-	in := CreateVersionInput{Model: "m", Label: "1.0.0", Files: v.Files}
+	in := CreateVersionInput{Model: "m", Label: "1.0.0", Files: v.Files, Metadata: v.Metadata}
 	got, existed, err := e.reg.CreateVersion(ctx, publisherActor, in)
 	if err != nil || !existed || got.Digest != v.Digest {
 		t.Fatalf("second push: got %v, existed %v, err %v; want the same version, existed", got.Digest, existed, err)
 	}
+	// The same files with other metadata are not a retry: answering "it
+	// exists" would let a pipeline believe its new metrics were recorded.
+	for _, md := range []Metadata{
+		{},
+		{Framework: "pytorch", Metrics: map[string]float64{"auc": 0.99}},
+		{Framework: "pytorch", Metrics: map[string]float64{"auc": 0.91}, Description: "retrained"},
+	} {
+		in.Metadata = md
+		_, _, err := e.reg.CreateVersion(ctx, publisherActor, in)
+		wantErr(t, err, ErrFailedPrecondition, `version "1.0.0" exists with these files but other metadata`)
+	}
 	if e.log.Size() != size {
 		t.Fatalf("ledger size: got %d, want %d (idempotent push appended)", e.log.Size(), size)
+	}
+	if got, err := e.reg.GetVersion(ctx, "m", "1.0.0"); err != nil || got.Metadata.Metrics["auc"] != 0.91 {
+		t.Fatalf("stored metadata changed: %+v, %v", got.Metadata, err)
 	}
 }
 
@@ -473,6 +487,9 @@ func TestPrincipals(t *testing.T) {
 		{"x", " ", []Role{RoleAuditor}, ErrInvalidArgument, "printed name is empty"},
 		{"x", "X", nil, ErrInvalidArgument, "at least one role"},
 		{"x", "X", []Role{"root"}, ErrInvalidArgument, `role "root" is not one of`},
+		{"hallmark", "Fake server", []Role{RoleAdmin}, ErrInvalidArgument, `principal id "hallmark" is reserved for the server itself`},
+		{"x", "Alice \u202e(admin)", []Role{RoleAuditor}, ErrInvalidArgument, "bidirectional formatting character U+202E at byte 6"},
+		{"x", "Bob \u2067x\u2069", []Role{RoleAuditor}, ErrInvalidArgument, "bidirectional formatting character U+2067"},
 	}
 	for _, c := range bad {
 		_, _, err := e.reg.AddPrincipal(ctx, a, c.id, c.name, c.roles)

@@ -213,3 +213,105 @@ func lines(b []byte) []string {
 	}
 	return out
 }
+
+// TestAmbiguousEntriesRejected appends offline entries that other JSON
+// readers would read differently from the projection (keys differing in
+// case, duplicate keys, a field spelled in another case), one without "v",
+// and one adding a principal with the server's own id: each is rejected
+// (the server still starts), and nothing of them is applied.
+func TestAmbiguousEntriesRejected(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, Options{})
+	e.push(t, "m", "1", "a")
+	const hdr = `"v":1,"time":"2026-03-01T12:00:00.000000000Z","actor":{"id":"x","name":"x","auth":"local"}`
+	cases := []struct{ entry, reason string }{
+		{`{"type":"hallmark.model.created",` + hdr + `,"model":"visible","MODEL":"hidden"}`, `field .model: other JSON readers see visible where the registry reads hidden`},
+		{`{"type":"hallmark.model.created",` + hdr + `,"MODEL":"hidden"}`, `field .model is spelled in another case`},
+		{`{"type":"hallmark.model.created",` + hdr + `,"model":"first","model":"second"}`, `key "model" appears twice`},
+		{`{"type":"hallmark.model.created",` + hdr + `,"actor":{"id":"y","name":"y","auth":"local"},"model":"twice"}`, `key "actor" appears twice`},
+		{`{"type":"hallmark.model.created","time":"2026-03-01T12:00:00.000000000Z","actor":{"id":"x","name":"x","auth":"local"},"model":"nov"}`, `"v" is 0 or missing`},
+		{`{"type":"hallmark.principal.added",` + hdr + `,"principal":{"id":"hallmark","name":"Fake server","roles":["admin"]},"token_sha256":"` + strings.Repeat("0", 64) + `"}`, `reserved for the server`},
+	}
+	var entries []string
+	for _, c := range cases {
+		entries = append(entries, c.entry)
+	}
+	first := e.log.Size()
+	e.appendRaw(t, entries...)
+	e.open(t)
+	st, err := e.reg.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rejected != uint64(len(cases)) {
+		t.Fatalf("rejected %d entries, want %d", st.Rejected, len(cases))
+	}
+	for i, c := range cases {
+		reason, err := e.log.Get(append([]byte(prefixRejected), u64(first+uint64(i))...))
+		if err != nil || !strings.Contains(string(reason), c.reason) {
+			t.Errorf("entry %d: rejection %q (%v), want it to say %q", i, reason, err, c.reason)
+		}
+	}
+	for _, m := range []string{"visible", "hidden", "first", "second", "twice", "nov"} {
+		if _, err := e.reg.GetModel(ctx, m); !errors.Is(err, ErrNotFound) {
+			t.Errorf("model %q of a rejected entry exists: %v", m, err)
+		}
+	}
+	// Keys in any order, with any spacing, are fine.
+	e.appendRaw(t, `{ "model" : "plain", "actor":{"auth":"local","name":"x","id":"x"}, "time":"2026-03-01T12:00:00.000000000Z", "v":1, "type":"hallmark.model.created" }`)
+	e.open(t)
+	if _, err := e.reg.GetModel(ctx, "plain"); err != nil {
+		t.Fatalf("a well-formed offline entry was not applied: %v", err)
+	}
+	e.checkRebuildEqual(t)
+}
+
+// TestBareDigestRejected: an offline alias move or revocation naming a
+// version by its bare hex digest (no "sha256:") is rejected. It used to find
+// the version and store the bare form, which no later compare-and-swap
+// could match.
+func TestBareDigestRejected(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, Options{})
+	v := e.push(t, "m", "1", "a")
+	bare := strings.TrimPrefix(v.Digest, "sha256:")
+	const hdr = `"v":1,"time":"2026-03-01T12:00:00.000000000Z","actor":{"id":"x","name":"x","auth":"local"}`
+	first := e.log.Size()
+	e.appendRaw(t,
+		`{"type":"hallmark.alias.moved",`+hdr+`,"model":"m","alias":"staging","version":"`+bare+`","label":"1"}`,
+		`{"type":"hallmark.version.revoked",`+hdr+`,"model":"m","version":"`+bare+`","label":"1","reason":"r"}`,
+	)
+	e.open(t)
+	for i := range 2 {
+		reason, err := e.log.Get(append([]byte(prefixRejected), u64(first+uint64(i))...))
+		if err != nil || !strings.Contains(string(reason), `want "sha256:" followed by 64 lower-case hex digits`) {
+			t.Errorf("entry %d: rejection %q (%v)", first+uint64(i), reason, err)
+		}
+	}
+	m, err := e.reg.GetModel(ctx, "m")
+	if err != nil || len(m.Aliases) != 0 {
+		t.Fatalf("model after rejected move: %+v, %v", m, err)
+	}
+	if got, err := e.reg.GetVersion(ctx, "m", "1"); err != nil || got.Revoked {
+		t.Fatalf("version after rejected revocation: revoked %v, %v", got.Revoked, err)
+	}
+	e.checkRebuildEqual(t)
+}
+
+// TestCaseDistinctMapKeysAccepted: map keys that differ only in case
+// (metrics here; shadow segments named by traffic alike) are distinct data,
+// not the ambiguity the projection refuses.
+func TestCaseDistinctMapKeysAccepted(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, Options{})
+	in := CreateVersionInput{Model: "m", Label: "1", Files: []File{e.putFile(t, "w.bin", []byte("w"))},
+		Metadata: Metadata{Metrics: map[string]float64{"AUC": 0.9, "auc": 0.8}}}
+	if _, _, err := e.reg.CreateVersion(ctx, publisherActor, in); err != nil {
+		t.Fatalf("push with metrics AUC and auc: %v", err)
+	}
+	v, err := e.reg.GetVersion(ctx, "m", "1")
+	if err != nil || v.Metadata.Metrics["AUC"] != 0.9 || v.Metadata.Metrics["auc"] != 0.8 {
+		t.Fatalf("GetVersion: %+v, %v", v.Metadata, err)
+	}
+	e.checkRebuildEqual(t)
+}

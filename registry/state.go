@@ -70,8 +70,17 @@ func historyKey(model, alias string, index uint64) []byte {
 	return append(key(prefixHistory, model, alias, ""), u64(index)...)
 }
 
+// versionKey is the state key of a version, by its digest "sha256:<hex>".
+// Only that form names a version: a bare hex digest (which an entry written
+// offline may carry) gets a key no version is stored under, so every lookup
+// with it fails rather than finding the version and then storing the bare
+// form, which no later compare-and-swap would ever match.
 func versionKey(model, digest string) []byte {
-	return key(prefixVersion, model, strings.TrimPrefix(digest, blob.DigestPrefix))
+	h, ok := strings.CutPrefix(digest, blob.DigestPrefix)
+	if !ok {
+		return key(prefixVersion, model, "bare:"+digest)
+	}
+	return key(prefixVersion, model, h)
 }
 
 func blobRefKey(d blob.Digest) []byte { return append([]byte(prefixBlobRef), d[:]...) }
@@ -144,6 +153,9 @@ func projectedVersion(tx stateTx, model, digest string) (Version, error) {
 		return Version{}, err
 	}
 	if !found {
+		if _, err := blob.ParseDigest(digest); err != nil {
+			return Version{}, reject("version of model %q: %v", model, err)
+		}
 		return Version{}, reject("version %s of model %q does not exist", digest, model)
 	}
 	return v, nil
@@ -198,6 +210,10 @@ func (p *projector) apply(ctx context.Context, tx stateTx, index uint64, entry [
 	case err != nil:
 		return outcomeRejected, err.Error(), p.recordRejection(tx, index, err.Error())
 	}
+	if err := checkCanonicalKeys(entry, ev); err != nil {
+		reason := hd.Type + ": " + err.Error()
+		return outcomeRejected, reason, p.recordRejection(tx, index, reason)
+	}
 	err = p.applyEvent(ctx, tx, index, ev, hd, t)
 	var rej *rejection
 	if errors.As(err, &rej) {
@@ -251,6 +267,9 @@ func (p *projector) applyEvent(ctx context.Context, tx stateTx, index uint64, ev
 		pr := e.Principal
 		if err := validName("principal id", pr.ID, maxIDLen); err != nil {
 			return reject("%v", err)
+		}
+		if pr.ID == SystemActor.ID {
+			return reject("principal id %q is reserved for the server itself", pr.ID)
 		}
 		if pr.Name == "" {
 			return reject("principal %q has no name", pr.ID)

@@ -84,8 +84,20 @@ func validText(what, s string, max int) error {
 		if unicode.IsControl(r) && r != '\n' && r != '\t' {
 			return errorf(ErrInvalidArgument, "%s: control character %U at byte %d", what, r, i)
 		}
+		if bidiOverride(r) {
+			return errorf(ErrInvalidArgument, "%s: bidirectional formatting character %U at byte %d (it can make a report display text in another order than recorded)", what, r, i)
+		}
 	}
 	return nil
+}
+
+// bidiOverride reports the explicit embedding, override and isolate
+// characters. Right-to-left names and reasons display correctly without
+// them; with them, a printed name or a reason can reorder what follows it
+// in a report ("Trojan Source"). The marks U+200E/U+200F stay allowed:
+// they affect only neutral characters next to them.
+func bidiOverride(r rune) bool {
+	return r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069'
 }
 
 func validDigestText(what, s string) error {

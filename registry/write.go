@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,7 +61,7 @@ func (r *Registry) CreateVersion(ctx context.Context, actor Actor, in CreateVers
 		return Version{}, false, err
 	} else if found {
 		if v.Digest == digest {
-			if err := sameSignature(v, in.SignatureBundle); err != nil {
+			if err := sameRetry(v, in); err != nil {
 				return Version{}, false, err
 			}
 			return v, true, nil
@@ -115,7 +116,7 @@ func (r *Registry) CreateVersion(ctx context.Context, actor Actor, in CreateVers
 			return err
 		} else if found {
 			if v.Digest == digest {
-				if err := sameSignature(v, in.SignatureBundle); err != nil {
+				if err := sameRetry(v, in); err != nil {
 					return err
 				}
 				out, existed = v, true
@@ -185,6 +186,27 @@ func (r *Registry) CreateVersion(ctx context.Context, actor Actor, in CreateVers
 // a signature the version does not have: answering it as a harmless retry
 // would let a signing pipeline believe the version is signed. A retry with
 // the recorded bundle, or without any, is a retry.
+// sameRetry accepts a push of existing content under its label as a retry
+// only when it says the same thing: a pipeline told "done" must not believe
+// its new metadata or signature was recorded.
+func sameRetry(v Version, in CreateVersionInput) error {
+	if err := sameSignature(v, in.SignatureBundle); err != nil {
+		return err
+	}
+	have, err := json.Marshal(v.Metadata)
+	if err != nil {
+		return err
+	}
+	want, err := json.Marshal(in.Metadata)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(have, want) {
+		return errorf(ErrFailedPrecondition, "model %q: version %q exists with these files but other metadata; a version never changes: push under a new label to record this metadata", v.Model, v.Label)
+	}
+	return nil
+}
+
 func sameSignature(v Version, bundle []byte) error {
 	if len(bundle) == 0 || (v.Signature.Present && v.Signature.Bundle == blob.Sum(bundle).String()) {
 		return nil
