@@ -75,10 +75,15 @@ func TestIdempotentPush(t *testing.T) {
 	if err != nil || !existed || got.Digest != v.Digest {
 		t.Fatalf("second push: got %v, existed %v, err %v; want the same version, existed", got.Digest, existed, err)
 	}
+	// Without metadata it is a retry too: it claims nothing.
+	in.Metadata = Metadata{}
+	if _, existed, err := e.reg.CreateVersion(ctx, publisherActor, in); err != nil || !existed {
+		t.Fatalf("push without metadata: existed %v, %v; want a retry", existed, err)
+	}
 	// The same files with other metadata are not a retry: answering "it
 	// exists" would let a pipeline believe its new metrics were recorded.
 	for _, md := range []Metadata{
-		{},
+		{Framework: "tensorflow"},
 		{Framework: "pytorch", Metrics: map[string]float64{"auc": 0.99}},
 		{Framework: "pytorch", Metrics: map[string]float64{"auc": 0.91}, Description: "retrained"},
 	} {

@@ -187,17 +187,21 @@ func (r *Registry) CreateVersion(ctx context.Context, actor Actor, in CreateVers
 // would let a signing pipeline believe the version is signed. A retry with
 // the recorded bundle, or without any, is a retry.
 // sameRetry accepts a push of existing content under its label as a retry
-// only when it says the same thing: a pipeline told "done" must not believe
-// its new metadata or signature was recorded.
+// only when it says nothing else: a pipeline told "done" must not believe
+// its new metadata or signature was recorded. A retry that carries no
+// metadata (or no signature) claims nothing and is a retry.
 func sameRetry(v Version, in CreateVersionInput) error {
 	if err := sameSignature(v, in.SignatureBundle); err != nil {
 		return err
 	}
-	have, err := json.Marshal(v.Metadata)
+	want, err := json.Marshal(in.Metadata)
 	if err != nil {
 		return err
 	}
-	want, err := json.Marshal(in.Metadata)
+	if string(want) == "{}" {
+		return nil
+	}
+	have, err := json.Marshal(v.Metadata)
 	if err != nil {
 		return err
 	}
