@@ -60,6 +60,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	logFormat := fs.String("log-format", "text", "text or json")
 	maxMsg := fs.Int("max-message-bytes", 8<<20, "largest RPC request message")
 	maxUploads := fs.Int("max-uploads", 8, "blob uploads streaming at once")
+	maxDownloads := fs.Int("max-downloads", 64, "blob downloads streaming at once; more get HTTP 429")
 	rpcTimeout := fs.Duration("rpc-timeout", 30*time.Second, "time limit of one RPC")
 	maxExport := fs.Uint64("max-export-entries", export.DefaultMaxEntries, "most ledger entries one audit export may cover (built in memory, about 1.5 KB each)")
 	minUploadRate := fs.Int64("min-upload-rate", 64<<10, "slowest a blob upload body may arrive, in bytes per second of waiting on the client (0: no floor)")
@@ -81,6 +82,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *minUploadRate < 0 {
 		return usagef("--min-upload-rate %d: want bytes per second, or 0 for no floor", *minUploadRate)
+	}
+	if *maxDownloads < 1 {
+		return usagef("--max-downloads %d: want at least 1", *maxDownloads)
 	}
 	if *downloadStall <= 0 {
 		return usagef("--download-stall-timeout %v: want a positive duration", *downloadStall)
@@ -118,7 +122,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		Origin:          *origin,
 		Logger:          slog.New(handler),
 		ShutdownTimeout: 10 * time.Second,
-		Limits: server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport,
+		Limits: server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, MaxConcurrentDownloads: *maxDownloads, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport,
 			MinUploadRate: uploadRate, DownloadStallTimeout: *downloadStall},
 		GCInterval:        *gcInterval,
 		GCGrace:           *gcGrace,

@@ -279,6 +279,7 @@ func TestServeLimitFlagsRefused(t *testing.T) {
 		{"--max-export-entries", "0"},
 		{"--min-upload-rate", "-1"},
 		{"--download-stall-timeout", "0s"},
+		{"--max-downloads", "0"},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
 		code, _, stderr := runCmd(t, "", append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0"}, tc...)...)

@@ -88,11 +88,11 @@ func TestPatchWithoutLengthHeldToMaxBlobSize(t *testing.T) {
 func TestCommitRefusesUploadOverMaxBlobSize(t *testing.T) {
 	f := newFixture(t, Options{MaxBlobSize: 1000})
 	data := randBytes(7, 2000)
-	up, err := f.store.NewUpload(t.Context())
+	up, err := f.store.NewUpload(t.Context(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Append(t.Context(), up.ID, 0, bytes.NewReader(data)); err != nil {
+	if _, err := f.store.Append(t.Context(), up.ID, "", 0, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 	resp, body := sendRaw(t, f, http.MethodPut, "/v1/blobs/uploads/"+up.ID+"?digest="+blob.Sum(data).String(), nil, nil)

@@ -387,7 +387,8 @@ func (c *Client) uploadOffset(ctx context.Context, loc string) (int64, error) {
 // and rename it only on success. A server that announces another size is
 // refused before any byte is read, and one that sends more than size bytes
 // is cut off at size+1: w never receives more than that. A broken
-// connection is resumed with a range request.
+// connection is resumed with a range request; a server at its download
+// limit (429) is asked again after a backoff, like any retryable failure.
 //
 // Receiving overlaps with hashing and writing: a goroutine reads the next
 // buffer from the connection while the last one is hashed and written, so

@@ -20,8 +20,10 @@
 // and stores nothing whose digest or size differs from the declared one; a
 // blob is never served without each chunk's digest being checked (the
 // whole-file digest too with Options.WholeDigest; Client.Download always
-// checks it end to end); and request size, concurrent uploads, stalled or
-// too slow upload bodies, stalled downloads and the work of one Range
-// header are bounded (Options). Client.Download reads no more than the size
-// its caller expects, plus one byte.
+// checks it end to end); request size, concurrent uploads and downloads,
+// stalled or too slow upload bodies, stalled downloads and the work of one
+// Range header are bounded (Options); and an upload session answers only
+// to the principal that created it (Options.Principal): to anyone else it
+// is an unknown id. Client.Download reads no more than the size its caller
+// expects, plus one byte.
 package blobhttp

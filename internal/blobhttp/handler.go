@@ -39,6 +39,19 @@ type Options struct {
 	// only.
 	Authorize func(r *http.Request, write bool) error
 
+	// Principal names the caller of a resumable-upload request (POST
+	// /v1/blobs/uploads, and HEAD, PATCH, PUT and DELETE on
+	// /v1/blobs/uploads/<id>), after Authorize has admitted it. A session
+	// belongs to the principal that created it: to anyone else its id
+	// answers 404 with the very body of an id that does not exist, so an
+	// id seen in a Location header, a proxy or a log is of no use to
+	// another caller, whatever its rights. Return an error wrapping
+	// ErrUnauthenticated (401) or ErrPermissionDenied (403) to refuse; any
+	// other error, or an empty name, is a 500. The default binds sessions
+	// to nobody: any caller Authorize admits may use any session, which
+	// suits tests only.
+	Principal func(r *http.Request) (string, error)
+
 	// MaxBlobSize is the largest blob accepted; larger ones get 413 before
 	// any byte is read. The default is the store's MaxBlobSize.
 	MaxBlobSize int64
@@ -47,6 +60,13 @@ type Options struct {
 	// more get 429 with Retry-After. Each costs two chunks of memory. The
 	// default is 8.
 	MaxConcurrentUploads int
+
+	// MaxConcurrentDownloads bounds GET requests of blobs being served at
+	// once; more get 429 with Retry-After (Client.Download retries them).
+	// Each costs two chunks of memory while it streams. HEAD requests and
+	// requests of a blob that does not exist (404) do not count. The
+	// default is 64.
+	MaxConcurrentDownloads int
 
 	// StallTimeout aborts an upload whose body sends nothing for this long,
 	// so a dead client cannot hold an upload slot. The default is one
@@ -84,10 +104,11 @@ type Options struct {
 
 // Handler serves the blob protocol for one store.
 type Handler struct {
-	store *blob.Store
-	opts  Options
-	slots chan struct{}
-	mux   *http.ServeMux
+	store     *blob.Store
+	opts      Options
+	uploads   chan struct{} // a token per upload streaming
+	downloads chan struct{} // a token per download streaming
+	mux       *http.ServeMux
 }
 
 // NewHandler returns the handler for store. Mount it at /v1/blobs/.
@@ -101,6 +122,9 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 	if opts.MaxConcurrentUploads <= 0 {
 		opts.MaxConcurrentUploads = 8
 	}
+	if opts.MaxConcurrentDownloads <= 0 {
+		opts.MaxConcurrentDownloads = 64
+	}
 	if opts.StallTimeout <= 0 {
 		opts.StallTimeout = time.Minute
 	}
@@ -110,7 +134,9 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 	if opts.DownloadStallTimeout <= 0 {
 		opts.DownloadStallTimeout = time.Minute
 	}
-	h := &Handler{store: store, opts: opts, slots: make(chan struct{}, opts.MaxConcurrentUploads), mux: http.NewServeMux()}
+	h := &Handler{store: store, opts: opts, mux: http.NewServeMux(),
+		uploads:   make(chan struct{}, opts.MaxConcurrentUploads),
+		downloads: make(chan struct{}, opts.MaxConcurrentDownloads)}
 	h.mux.HandleFunc("PUT /v1/blobs/{digest}", h.putBlob)
 	h.mux.HandleFunc("GET /v1/blobs/{digest}", h.getBlob) // and HEAD
 	h.mux.HandleFunc("POST /v1/blobs/uploads", h.newUpload)
@@ -202,29 +228,61 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, write bool) 
 	if err == nil {
 		return true
 	}
-	if errors.Is(err, ErrUnauthenticated) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="hallmark"`)
-		writeError(w, r, http.StatusUnauthorized, "unauthenticated", fmt.Sprintf("%s %s: %v", r.Method, r.URL.Path, err))
-		return false
-	}
-	writeError(w, r, http.StatusForbidden, "permission_denied", fmt.Sprintf("%s %s: %v", r.Method, r.URL.Path, err))
+	refuse(w, r, err)
 	return false
 }
 
-// acquire takes an upload slot, or answers 429.
-func (h *Handler) acquire(w http.ResponseWriter, r *http.Request) bool {
+// refuse answers an Authorize or Principal refusal: 401 for
+// ErrUnauthenticated, else 403.
+func refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, ErrUnauthenticated) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hallmark"`)
+		writeError(w, r, http.StatusUnauthorized, "unauthenticated", fmt.Sprintf("%s %s: %v", r.Method, r.URL.Path, err))
+		return
+	}
+	writeError(w, r, http.StatusForbidden, "permission_denied", fmt.Sprintf("%s %s: %v", r.Method, r.URL.Path, err))
+}
+
+// session authorises a request on upload sessions and returns the owner
+// its sessions are bound to (see Options.Principal), or answers it.
+func (h *Handler) session(w http.ResponseWriter, r *http.Request) (owner string, ok bool) {
+	if !h.authorize(w, r, true) {
+		return "", false
+	}
+	if h.opts.Principal == nil {
+		return "", true
+	}
+	p, err := h.opts.Principal(r)
+	if err == nil && p == "" {
+		// Never "": that would make sessions anyone may use.
+		err = errors.New("the server named no principal for an authorised request")
+	}
+	switch {
+	case err == nil:
+		return p, true
+	case errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrPermissionDenied):
+		refuse(w, r, err)
+	default:
+		writeError(w, r, http.StatusInternalServerError, "internal", fmt.Sprintf("%s %s: identifying the caller: %v", r.Method, r.URL.Path, err))
+	}
+	return "", false
+}
+
+// acquire takes a slot from slots (h.uploads or h.downloads, named what
+// in the message), or answers 429.
+func acquire(w http.ResponseWriter, r *http.Request, slots chan struct{}, what string) bool {
 	select {
-	case h.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return true
 	default:
 		w.Header().Set("Retry-After", "1")
 		writeError(w, r, http.StatusTooManyRequests, "resource_exhausted",
-			fmt.Sprintf("%s %s: %d uploads already in progress, the server's limit", r.Method, r.URL.Path, cap(h.slots)))
+			fmt.Sprintf("%s %s: %d %s already in progress, the server's limit", r.Method, r.URL.Path, cap(slots), what))
 		return false
 	}
 }
 
-func (h *Handler) release() { <-h.slots }
+func release(slots chan struct{}) { <-slots }
 
 // body wraps the request body for the store. With bounded set, the body may
 // not take the upload past MaxBlobSize from offset; otherwise the store
@@ -364,10 +422,10 @@ func (h *Handler) putBlob(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("%s %s: Content-Length %d exceeds the limit of %d bytes", r.Method, r.URL.Path, r.ContentLength, h.opts.MaxBlobSize))
 		return
 	}
-	if !h.acquire(w, r) {
+	if !acquire(w, r, h.uploads, "uploads") {
 		return
 	}
-	defer h.release()
+	defer release(h.uploads)
 	body := h.body(w, r, 0, false /* Put checks the size */)
 	if err := h.store.Put(r.Context(), d, r.ContentLength, body); err != nil {
 		h.fail(w, r, body.failure(err))
@@ -392,7 +450,19 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	defer br.Close()
+	// A slot is taken only once the blob is known to exist, so that a 404
+	// is never answered 429; HEAD sends no bytes and takes none.
+	slot := r.Method == http.MethodGet
+	if slot && !acquire(w, r, h.downloads, "downloads") {
+		br.Close()
+		return
+	}
+	defer func() {
+		br.Close() // the buffers go back before the slot does
+		if slot {
+			release(h.downloads)
+		}
+	}()
 	if !h.opts.WholeDigest {
 		br.SkipWholeDigest()
 	}
@@ -539,10 +609,11 @@ func setUploadHeaders(w http.ResponseWriter, info blob.UploadInfo) {
 }
 
 func (h *Handler) newUpload(w http.ResponseWriter, r *http.Request) {
-	if !h.authorize(w, r, true) {
+	owner, ok := h.session(w, r)
+	if !ok {
 		return
 	}
-	info, err := h.store.NewUpload(r.Context())
+	info, err := h.store.NewUpload(r.Context(), owner)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -554,10 +625,11 @@ func (h *Handler) newUpload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) statUpload(w http.ResponseWriter, r *http.Request) {
-	if !h.authorize(w, r, true) {
+	owner, ok := h.session(w, r)
+	if !ok {
 		return
 	}
-	info, err := h.store.Upload(r.Context(), r.PathValue("id"))
+	info, err := h.store.Upload(r.Context(), r.PathValue("id"), owner)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -567,7 +639,8 @@ func (h *Handler) statUpload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) appendUpload(w http.ResponseWriter, r *http.Request) {
-	if !h.authorize(w, r, true) {
+	owner, ok := h.session(w, r)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
@@ -582,17 +655,17 @@ func (h *Handler) appendUpload(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("%s %s: offset %d plus Content-Length %d exceeds the limit of %d bytes", r.Method, r.URL.Path, off, r.ContentLength, h.opts.MaxBlobSize))
 		return
 	}
-	if !h.acquire(w, r) {
+	if !acquire(w, r, h.uploads, "uploads") {
 		return
 	}
-	defer h.release()
+	defer release(h.uploads)
 	// Without Content-Length the limit is enforced while reading; the
 	// bytes before it are kept, as for any body that fails midway.
 	body := h.body(w, r, off, true)
 	// net/http cancels the request's context when a body read fails; the
 	// store, seeing that first, would drop the last bytes that did arrive.
 	// The body's end (or failure) is what ends an append.
-	info, err := h.store.Append(context.WithoutCancel(r.Context()), id, off, body)
+	info, err := h.store.Append(context.WithoutCancel(r.Context()), id, owner, off, body)
 	if err == nil && r.ContentLength >= 0 && info.Offset != off+r.ContentLength {
 		// The body ended early without an error from net/http (which
 		// enforces Content-Length): the client's fault, not the server's.
@@ -612,7 +685,8 @@ func (h *Handler) appendUpload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request) {
-	if !h.authorize(w, r, true) {
+	owner, ok := h.session(w, r)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
@@ -638,7 +712,7 @@ func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	// The PATCH limit keeps sessions within MaxBlobSize, but one filled
 	// before the limit was lowered must not become a blob above it.
-	up, err := h.store.Upload(r.Context(), id)
+	up, err := h.store.Upload(r.Context(), id, owner)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -648,7 +722,7 @@ func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("%s %s: the upload holds %d bytes, more than the limit of %d bytes per blob", r.Method, r.URL.Path, up.Offset, h.opts.MaxBlobSize))
 		return
 	}
-	info, err := h.store.Commit(r.Context(), id, d, size)
+	info, err := h.store.Commit(r.Context(), id, owner, d, size)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -660,10 +734,11 @@ func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) abortUpload(w http.ResponseWriter, r *http.Request) {
-	if !h.authorize(w, r, true) {
+	owner, ok := h.session(w, r)
+	if !ok {
 		return
 	}
-	if err := h.store.Abort(r.Context(), r.PathValue("id")); err != nil {
+	if err := h.store.Abort(r.Context(), r.PathValue("id"), owner); err != nil {
 		h.fail(w, r, err)
 		return
 	}

@@ -27,6 +27,7 @@ const testChunk = 1024
 type fixture struct {
 	dir   string
 	store *blob.Store
+	h     *Handler
 	srv   *httptest.Server
 }
 
@@ -38,12 +39,13 @@ func newFixture(tb testing.TB, opts Options) *fixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(s, opts))
+	h := NewHandler(s, opts)
+	srv := httptest.NewServer(h)
 	tb.Cleanup(func() {
 		srv.Close()
 		s.Close()
 	})
-	return &fixture{dir: dir, store: s, srv: srv}
+	return &fixture{dir: dir, store: s, h: h, srv: srv}
 }
 
 func (f *fixture) client() *Client {
@@ -386,7 +388,14 @@ func TestLimits(t *testing.T) {
 			}
 			done <- resp
 		}()
-		pw.Write(data[:10]) // the first upload now holds the only slot
+		defer pw.Close() // a failure below must not leave the first upload (and the fixture's cleanup) hanging
+		pw.Write(data[:10])
+		// The pipe hands bytes to the client's transport, not to the
+		// handler: wait until the first upload really holds the only slot,
+		// or the second could take it first.
+		for len(f.h.uploads) == 0 {
+			time.Sleep(time.Millisecond)
+		}
 		resp, body := sendRaw(t, f, http.MethodPut, "/v1/blobs/"+blob.Sum(data).String(), bytes.NewReader(data), nil)
 		wantAPIError(t, resp, body, http.StatusTooManyRequests, "resource_exhausted", "uploads already in progress")
 		if resp.Header.Get("Retry-After") == "" {

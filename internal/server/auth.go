@@ -259,6 +259,25 @@ func (s *server) authorizeBlob(r *http.Request, write bool) error {
 	return err
 }
 
+// blobPrincipal is blobhttp's Principal hook: the id of the authenticated
+// principal, to which the upload sessions it creates are bound, so that
+// another principal with blob write rights cannot touch them. Token and
+// client certificate of one principal name the same id, and ids are never
+// reused, so a session follows its principal and no one else. It
+// authenticates the request a second time (after authorizeBlob): two
+// point reads per session request, next to the megabytes an upload moves,
+// and no state shared between the hooks.
+func (s *server) blobPrincipal(r *http.Request) (string, error) {
+	actor, err := s.authenticate(r.Context(), r.Header)
+	if errors.Is(err, errNotAuthenticated) {
+		return "", fmt.Errorf("%w: %w", blobhttp.ErrUnauthenticated, err)
+	}
+	if err != nil {
+		return "", err
+	}
+	return actor.ID, nil
+}
+
 func connectMessage(err error) string {
 	var ce *connect.Error
 	if errors.As(err, &ce) {

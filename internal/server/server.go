@@ -58,6 +58,9 @@ type Limits struct {
 	// MaxConcurrentUploads bounds blob uploads streaming at once; more get
 	// 429. The default is 8.
 	MaxConcurrentUploads int
+	// MaxConcurrentDownloads bounds blob downloads streaming at once; more
+	// get 429. The default is 64.
+	MaxConcurrentDownloads int
 	// UploadStallTimeout aborts an upload whose body sends nothing for this
 	// long. The default is one minute.
 	UploadStallTimeout time.Duration
@@ -89,6 +92,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxConcurrentUploads <= 0 {
 		l.MaxConcurrentUploads = 8
+	}
+	if l.MaxConcurrentDownloads <= 0 {
+		l.MaxConcurrentDownloads = 64
 	}
 	if l.UploadStallTimeout <= 0 {
 		l.UploadStallTimeout = time.Minute
@@ -148,12 +154,14 @@ func New(cfg Config) (http.Handler, error) {
 	rpc(auditv1connect.NewAuditServiceHandler(auditService{s}, opts...))
 
 	blobs := blobhttp.NewHandler(cfg.Blobs, blobhttp.Options{
-		Authorize:            s.authorizeBlob,
-		MaxBlobSize:          cfg.Limits.MaxBlobSize,
-		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
-		StallTimeout:         cfg.Limits.UploadStallTimeout,
-		MinUploadRate:        cfg.Limits.MinUploadRate,
-		DownloadStallTimeout: cfg.Limits.DownloadStallTimeout,
+		Authorize:              s.authorizeBlob,
+		Principal:              s.blobPrincipal,
+		MaxBlobSize:            cfg.Limits.MaxBlobSize,
+		MaxConcurrentUploads:   cfg.Limits.MaxConcurrentUploads,
+		MaxConcurrentDownloads: cfg.Limits.MaxConcurrentDownloads,
+		StallTimeout:           cfg.Limits.UploadStallTimeout,
+		MinUploadRate:          cfg.Limits.MinUploadRate,
+		DownloadStallTimeout:   cfg.Limits.DownloadStallTimeout,
 	})
 	mux.Handle("/v1/blobs/", s.metrics.countBlobs(blobs))
 

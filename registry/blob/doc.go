@@ -22,7 +22,9 @@
 //     them never points at missing bytes.
 //   - Resumable uploads. NewUpload, Append (at the session's offset), Commit
 //     and Abort; sessions persist across restarts and expire after
-//     Options.UploadExpiry of inactivity.
+//     Options.UploadExpiry of inactivity. A session is bound to the owner
+//     that created it (an opaque string to the store): to any other owner
+//     it answers exactly as an id that does not exist.
 //   - Collection. Collect removes blobs that the caller does not reference
 //     and whose grace period has passed, then every chunk nothing lists, then
 //     reclaims value-log space. Writes in progress never lose a chunk to it.

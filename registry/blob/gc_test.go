@@ -34,11 +34,11 @@ func TestCollectKeepsChunksOfUploadCommittedWhileMarking(t *testing.T) {
 
 	data := randBytes(2, 3*testChunk+10) // three chunks in the session, the tail written by Commit
 	want := Sum(data)
-	up, err := s.NewUpload(ctx)
+	up, err := s.NewUpload(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Append(ctx, up.ID, 0, bytes.NewReader(data)); err != nil {
+	if _, err := s.Append(ctx, up.ID, "alice", 0, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -50,7 +50,7 @@ func TestCollectKeepsChunksOfUploadCommittedWhileMarking(t *testing.T) {
 	// were marked from two snapshots.
 	sc := &stepCtx{Context: ctx, n: 3, hook: func() {
 		committed = true
-		_, commitErr = s.Commit(ctx, up.ID, want, int64(len(data)))
+		_, commitErr = s.Commit(ctx, up.ID, "alice", want, int64(len(data)))
 	}}
 	if _, err := s.Collect(sc, func(Digest) bool { return true }, time.Hour); err != nil {
 		t.Fatal(err)

@@ -11,17 +11,33 @@ import (
 // by a SHA-256 over a domain string, the key's identifier and the body, so a
 // damaged or misplaced record is detected rather than trusted.
 //
-// blob record (key 'b' + blob digest):
+// blob record (key 'b' + blob digest), version 1:
 //
 //	0x01 | uvarint size | uvarint chunkSize | varint created (unix ns) |
 //	varint touched (unix ns) | uvarint n | n × 32-byte chunk digest | 32-byte sum
 //
-// upload record (key 'u' + id):
+// upload record (key 'u' + id), version 2 (since 2026-11-23):
 //
-//	0x01 | varint created | varint expires | uvarint chunkSize |
-//	uvarint offset | uvarint len(state) | state | uvarint n | n × 32 |
-//	uvarint len(tail) | tail | 32-byte sum
-const recordVersion = 1
+//	0x02 | uvarint len(owner) | owner | varint created | varint expires |
+//	uvarint chunkSize | uvarint offset | uvarint len(state) | state |
+//	uvarint n | n × 32 | uvarint len(tail) | tail | 32-byte sum
+//
+// Version 1 of the upload record is version 2 without the owner; such
+// records, written before sessions were bound to their creator, still
+// decode, as sessions without an owner (see uploadRecord.ownedBy). The
+// version byte is covered by the sum, so the domain strings stay as they
+// were.
+const (
+	blobRecordVersion   = 1
+	uploadRecordVersion = 2
+	// uploadRecordV1 is the upload record before owners: read, never
+	// written.
+	uploadRecordV1 = 1
+)
+
+// maxOwnerLen bounds an upload session's owner, which is stored in its
+// record on every append.
+const maxOwnerLen = 1024
 
 const (
 	blobDomain   = "hallmark blob record v1"
@@ -44,7 +60,7 @@ func (r *blobRecord) info(d Digest) Info {
 
 func (r *blobRecord) encode(d Digest) []byte {
 	b := make([]byte, 0, 1+4*binary.MaxVarintLen64+len(r.chunks)*32+32)
-	b = append(b, recordVersion)
+	b = append(b, blobRecordVersion)
 	b = binary.AppendUvarint(b, uint64(r.size))
 	b = binary.AppendUvarint(b, uint64(r.chunkSize))
 	b = binary.AppendVarint(b, r.created.UnixNano())
@@ -68,7 +84,7 @@ func decodeBlobRecord(d Digest, v []byte) (*blobRecord, error) {
 	if recordSum(blobDomain, d[:], body) != [32]byte(sum) {
 		return nil, corrupt("checksum does not match")
 	}
-	if body[0] != recordVersion {
+	if body[0] != blobRecordVersion {
 		return nil, corrupt(fmt.Sprintf("has unknown version %d", body[0]))
 	}
 	p := &parser{b: body[1:]}
@@ -101,6 +117,10 @@ func chunkCount(size int64, chunkSize int) int64 {
 }
 
 type uploadRecord struct {
+	// owner is who created the session, opaque to the store; "" for a
+	// session without owner (a version 1 record, or a caller that named
+	// none).
+	owner     string
 	created   time.Time
 	expires   time.Time
 	chunkSize int
@@ -111,8 +131,10 @@ type uploadRecord struct {
 }
 
 func (r *uploadRecord) encode(id string) []byte {
-	b := make([]byte, 0, 64+len(r.state)+len(r.chunks)*32+len(r.tail)+32)
-	b = append(b, recordVersion)
+	b := make([]byte, 0, 64+len(r.owner)+len(r.state)+len(r.chunks)*32+len(r.tail)+32)
+	b = append(b, uploadRecordVersion)
+	b = binary.AppendUvarint(b, uint64(len(r.owner)))
+	b = append(b, r.owner...)
 	b = binary.AppendVarint(b, r.created.UnixNano())
 	b = binary.AppendVarint(b, r.expires.UnixNano())
 	b = binary.AppendUvarint(b, uint64(r.chunkSize))
@@ -140,11 +162,19 @@ func decodeUploadRecord(id string, v []byte) (*uploadRecord, error) {
 	if recordSum(uploadDomain, []byte(id), body) != [32]byte(sum) {
 		return nil, corrupt("checksum does not match")
 	}
-	if body[0] != recordVersion {
-		return nil, corrupt(fmt.Sprintf("has unknown version %d", body[0]))
-	}
 	p := &parser{b: body[1:]}
 	r := &uploadRecord{}
+	switch body[0] {
+	case uploadRecordVersion:
+		owner := p.lenBytes()
+		if len(owner) > maxOwnerLen {
+			return nil, corrupt(fmt.Sprintf("has an owner of %d bytes, more than %d", len(owner), maxOwnerLen))
+		}
+		r.owner = string(owner)
+	case uploadRecordV1:
+	default:
+		return nil, corrupt(fmt.Sprintf("has unknown version %d", body[0]))
+	}
 	r.created = time.Unix(0, p.varint())
 	r.expires = time.Unix(0, p.varint())
 	r.chunkSize = int(p.uvarint())

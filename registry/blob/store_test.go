@@ -303,12 +303,12 @@ func TestUploadResumeAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := s.NewUpload(ctx)
+	up, err := s.NewUpload(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cut := 2*testChunk + 500
-	info, err := s.Append(ctx, up.ID, 0, &failingReader{data: data, n: cut})
+	info, err := s.Append(ctx, up.ID, "alice", 0, &failingReader{data: data, n: cut})
 	if err == nil {
 		t.Fatal("Append with a failing body returned nil")
 	}
@@ -319,7 +319,7 @@ func TestUploadResumeAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openTest(t, dir, Options{})
-	info, err = s.Upload(ctx, up.ID)
+	info, err = s.Upload(ctx, up.ID, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,29 +328,29 @@ func TestUploadResumeAcrossRestart(t *testing.T) {
 	}
 	// Appending at a stale offset is refused and says where to resume.
 	var oe *OffsetError
-	if _, err := s.Append(ctx, up.ID, 0, bytes.NewReader(data)); !errors.As(err, &oe) || oe.Offset != int64(cut) {
+	if _, err := s.Append(ctx, up.ID, "alice", 0, bytes.NewReader(data)); !errors.As(err, &oe) || oe.Offset != int64(cut) {
 		t.Fatalf("append at offset 0: got %v, want an OffsetError at %d", err, cut)
 	}
 	// Resume in two pieces, the first ending mid-chunk.
 	mid := cut + 700
-	if _, err := s.Append(ctx, up.ID, int64(cut), bytes.NewReader(data[cut:mid])); err != nil {
+	if _, err := s.Append(ctx, up.ID, "alice", int64(cut), bytes.NewReader(data[cut:mid])); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Append(ctx, up.ID, int64(mid), bytes.NewReader(data[mid:])); err != nil {
+	if _, err := s.Append(ctx, up.ID, "alice", int64(mid), bytes.NewReader(data[mid:])); err != nil {
 		t.Fatal(err)
 	}
 	d := Sum(data)
 	if ok, _ := s.Has(ctx, d); ok {
 		t.Fatal("blob visible before Commit")
 	}
-	if _, err := s.Commit(ctx, up.ID, d, int64(len(data))); err != nil {
+	if _, err := s.Commit(ctx, up.ID, "alice", d, int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
 	got, err := readAll(t, s, d)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("after commit: %d bytes, %v", len(got), err)
 	}
-	if _, err := s.Upload(ctx, up.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Upload(ctx, up.ID, "alice"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("session after commit: got %v, want ErrNotFound", err)
 	}
 }
@@ -369,20 +369,20 @@ func TestUploadCommitMismatch(t *testing.T) {
 		{"size", Sum(data), int64(len(data)) + 1, ErrSizeMismatch},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up, err := s.NewUpload(ctx)
+			up, err := s.NewUpload(ctx, "alice")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Append(ctx, up.ID, 0, bytes.NewReader(data)); err != nil {
+			if _, err := s.Append(ctx, up.ID, "alice", 0, bytes.NewReader(data)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Commit(ctx, up.ID, tt.digest, tt.size); !errors.Is(err, tt.want) {
+			if _, err := s.Commit(ctx, up.ID, "alice", tt.digest, tt.size); !errors.Is(err, tt.want) {
 				t.Fatalf("Commit: got %v, want %v", err, tt.want)
 			}
 			if ok, _ := s.Has(ctx, tt.digest); ok {
 				t.Error("blob visible after a refused commit")
 			}
-			if _, err := s.Upload(ctx, up.ID); !errors.Is(err, ErrNotFound) {
+			if _, err := s.Upload(ctx, up.ID, "alice"); !errors.Is(err, ErrNotFound) {
 				t.Errorf("session after a refused commit: got %v, want ErrNotFound", err)
 			}
 		})
@@ -412,15 +412,15 @@ func TestUploadExpiry(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s := openTest(t, "", Options{UploadExpiry: time.Hour, Now: clk.Now})
-	up, err := s.NewUpload(ctx)
+	up, err := s.NewUpload(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Append(ctx, up.ID, 0, bytes.NewReader(randBytes(9, 3*testChunk))); err != nil {
+	if _, err := s.Append(ctx, up.ID, "alice", 0, bytes.NewReader(randBytes(9, 3*testChunk))); err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(59 * time.Minute)
-	if _, err := s.Upload(ctx, up.ID); err != nil {
+	if _, err := s.Upload(ctx, up.ID, "alice"); err != nil {
 		t.Fatalf("before expiry: %v", err)
 	}
 	clk.Add(2 * time.Minute) // the append extended nothing since; expired now
@@ -431,7 +431,7 @@ func TestUploadExpiry(t *testing.T) {
 	if st.UploadsExpired != 1 || st.ChunksDeleted != 3 {
 		t.Errorf("Collect = %+v, want 1 upload expired, 3 chunks deleted", st)
 	}
-	if _, err := s.Upload(ctx, up.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Upload(ctx, up.ID, "alice"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("expired session: got %v, want ErrNotFound", err)
 	}
 }

@@ -23,16 +23,31 @@ var ErrUploadBusy = errors.New("upload busy")
 // UploadInfo describes a resumable upload session.
 type UploadInfo struct {
 	ID      string    // 32 lower-case hex digits
+	Owner   string    // who created the session (NewUpload's owner); "" if none
 	Offset  int64     // bytes received and durably stored; the next append starts here
 	Created time.Time //
 	Expires time.Time // the session is dropped after this; each append extends it
 }
 
-// NewUpload starts a resumable upload session. Sessions survive restarts and
-// expire Options.UploadExpiry after their last activity.
-func (s *Store) NewUpload(ctx context.Context) (UploadInfo, error) {
+// NewUpload starts a resumable upload session owned by owner. Sessions
+// survive restarts and expire Options.UploadExpiry after their last
+// activity.
+//
+// The owner binds the session to its creator: Upload, Append, Commit and
+// Abort act on it only when given the same owner, and to any other owner
+// answer exactly as for an id that does not exist (ErrNotFound, same
+// message), so that an upload id seen in a log or a Location header is
+// worth nothing to anyone else. The store compares owners as opaque
+// strings of at most 1 KiB; the caller chooses what they name (the
+// authenticated principal, for the HTTP handler). An empty owner makes a
+// session without owner, which any owner may use; sessions created before
+// owners were recorded are read as such (see uploadRecord.ownedBy).
+func (s *Store) NewUpload(ctx context.Context, owner string) (UploadInfo, error) {
 	if err := s.checkOpen(); err != nil {
 		return UploadInfo{}, err
+	}
+	if len(owner) > maxOwnerLen {
+		return UploadInfo{}, fmt.Errorf("creating upload: owner of %d bytes is longer than the limit of %d", len(owner), maxOwnerLen)
 	}
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -44,7 +59,7 @@ func (s *Store) NewUpload(ctx context.Context) (UploadInfo, error) {
 	if err != nil {
 		return UploadInfo{}, fmt.Errorf("creating upload %s: %w", id, err)
 	}
-	rec := &uploadRecord{created: now, expires: now.Add(s.opts.UploadExpiry), chunkSize: s.opts.ChunkSize, state: st}
+	rec := &uploadRecord{owner: owner, created: now, expires: now.Add(s.opts.UploadExpiry), chunkSize: s.opts.ChunkSize, state: st}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(uploadKey(id), rec.encode(id)) }); err != nil {
 		return UploadInfo{}, fmt.Errorf("creating upload %s: %w", id, err)
 	}
@@ -55,30 +70,49 @@ func (s *Store) NewUpload(ctx context.Context) (UploadInfo, error) {
 }
 
 func (r *uploadRecord) info(id string) UploadInfo {
-	return UploadInfo{ID: id, Offset: r.offset, Created: r.created, Expires: r.expires}
+	return UploadInfo{ID: id, Owner: r.owner, Offset: r.offset, Created: r.created, Expires: r.expires}
 }
 
-// Upload returns the state of upload session id, or ErrNotFound.
-func (s *Store) Upload(ctx context.Context, id string) (UploadInfo, error) {
-	rec, err := s.uploadRecord(ctx, id)
+// ownedBy reports whether owner may act on the session: the owner it was
+// created with, or anyone if it has none.
+//
+// A session without owner is one created by a caller that named none, or
+// one from before owners were recorded (a version 1 record). The latter are
+// left usable by any caller, that is, by anyone the HTTP handler lets write
+// blobs, until they are committed, aborted or expire (Options.UploadExpiry
+// after their last append, 24 hours by default), rather than refused: they
+// were created under that rule and their ids may already have travelled,
+// so keeping it for the rest of their life exposes nothing new, while
+// refusing them would fail every resumable upload in progress across the
+// upgrade. No new session is ever written without an owner by a handler
+// that knows its callers.
+func (r *uploadRecord) ownedBy(owner string) bool {
+	return r.owner == "" || r.owner == owner
+}
+
+// Upload returns the state of upload session id, or ErrNotFound if it does
+// not exist or is not owner's (see NewUpload).
+func (s *Store) Upload(ctx context.Context, id, owner string) (UploadInfo, error) {
+	rec, err := s.uploadRecord(ctx, id, owner)
 	if err != nil {
 		return UploadInfo{}, err
 	}
 	return rec.info(id), nil
 }
 
-// Append adds r's bytes to upload session id at offset, which MUST equal the
-// session's offset (else an *OffsetError telling the right one). It stores
+// Append adds r's bytes to upload session id, owned by owner (else
+// ErrNotFound, see NewUpload), at offset, which MUST equal the session's
+// offset (else an *OffsetError telling the right one). It stores
 // progress as it goes: if r fails midway, the bytes received so far are kept
 // and synced, and the error comes back with the new UploadInfo, so the client
 // resumes from Offset. Append MUST NOT return before the progress it reports
 // is durable.
-func (s *Store) Append(ctx context.Context, id string, offset int64, r io.Reader) (UploadInfo, error) {
-	if err := s.acquire(id); err != nil {
+func (s *Store) Append(ctx context.Context, id, owner string, offset int64, r io.Reader) (UploadInfo, error) {
+	if err := s.acquireOwned(ctx, id, owner); err != nil {
 		return UploadInfo{}, err
 	}
 	defer s.releaseSession(id)
-	rec, err := s.uploadRecord(ctx, id)
+	rec, err := s.uploadRecord(ctx, id, owner)
 	if err != nil {
 		return UploadInfo{}, err
 	}
@@ -144,17 +178,18 @@ func (s *Store) Append(ctx context.Context, id string, offset int64, r io.Reader
 	return info, nil
 }
 
-// Commit finishes upload session id as blob want. If size >= 0 it must equal
+// Commit finishes upload session id, owned by owner (else ErrNotFound, see
+// NewUpload), as blob want. If size >= 0 it must equal
 // the bytes received. On a digest or size mismatch the session is deleted
 // (its bytes are not the blob the client meant) and a *MismatchError is
 // returned; nothing becomes visible. Commit MUST NOT return before the blob
 // is durable.
-func (s *Store) Commit(ctx context.Context, id string, want Digest, size int64) (Info, error) {
-	if err := s.acquire(id); err != nil {
+func (s *Store) Commit(ctx context.Context, id, owner string, want Digest, size int64) (Info, error) {
+	if err := s.acquireOwned(ctx, id, owner); err != nil {
 		return Info{}, err
 	}
 	defer s.releaseSession(id)
-	rec, err := s.uploadRecord(ctx, id)
+	rec, err := s.uploadRecord(ctx, id, owner)
 	if err != nil {
 		return Info{}, err
 	}
@@ -192,13 +227,14 @@ func (s *Store) Commit(ctx context.Context, id string, want Digest, size int64) 
 	return s.Stat(ctx, want)
 }
 
-// Abort deletes upload session id. Its chunks go at the next Collect.
-func (s *Store) Abort(ctx context.Context, id string) error {
-	if err := s.acquire(id); err != nil {
+// Abort deletes upload session id, owned by owner (else ErrNotFound, see
+// NewUpload). Its chunks go at the next Collect.
+func (s *Store) Abort(ctx context.Context, id, owner string) error {
+	if err := s.acquireOwned(ctx, id, owner); err != nil {
 		return err
 	}
 	defer s.releaseSession(id)
-	if _, err := s.uploadRecord(ctx, id); err != nil {
+	if _, err := s.uploadRecord(ctx, id, owner); err != nil {
 		return err
 	}
 	if err := s.deleteUpload(id); err != nil {
@@ -214,9 +250,27 @@ func (s *Store) deleteUpload(id string) error {
 	return s.sync()
 }
 
-// uploadRecord reads a live session; an expired one is deleted and reported
-// as not found.
-func (s *Store) uploadRecord(ctx context.Context, id string) (*uploadRecord, error) {
+// uploadRecord reads a live session of owner's; an expired one is deleted
+// and reported as not found. Append, Commit and Abort call it holding the
+// session (acquire); acquireOwned, which does not hold it, uses peekUpload.
+func (s *Store) uploadRecord(ctx context.Context, id, owner string) (*uploadRecord, error) {
+	rec, err := s.peekUpload(ctx, id, owner)
+	if err != nil {
+		return nil, err
+	}
+	if !s.opts.Now().Before(rec.expires) {
+		if err := s.deleteUpload(id); err != nil {
+			return nil, fmt.Errorf("deleting expired upload %s: %w", id, err)
+		}
+		return nil, fmt.Errorf("upload %s: expired at %s: %w", id, rec.expires.UTC().Format(time.RFC3339), ErrNotFound)
+	}
+	return rec, nil
+}
+
+// peekUpload reads session id, live or expired, if it is owner's. A
+// session of another owner's is reported with the very error of an id
+// never created, so that nothing tells it exists.
+func (s *Store) peekUpload(ctx context.Context, id, owner string) (*uploadRecord, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
@@ -238,17 +292,11 @@ func (s *Store) uploadRecord(ctx context.Context, id string) (*uploadRecord, err
 			return err
 		})
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, badger.ErrKeyNotFound) || err == nil && !rec.ownedBy(owner) {
 		return nil, fmt.Errorf("upload %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading upload %s: %w", id, err)
-	}
-	if !s.opts.Now().Before(rec.expires) {
-		if err := s.deleteUpload(id); err != nil {
-			return nil, fmt.Errorf("deleting expired upload %s: %w", id, err)
-		}
-		return nil, fmt.Errorf("upload %s: expired at %s: %w", id, rec.expires.UTC().Format(time.RFC3339), ErrNotFound)
 	}
 	return rec, nil
 }
@@ -264,6 +312,21 @@ func validUploadID(id string) bool {
 		}
 	}
 	return true
+}
+
+// acquireOwned is acquire for owner: a session that another request holds
+// is reported busy only to its owner; to anyone else it does not exist.
+func (s *Store) acquireOwned(ctx context.Context, id, owner string) error {
+	err := s.acquire(id)
+	if err == nil {
+		return nil
+	}
+	// Only read: the request holding the session may still be using it,
+	// expired or not.
+	if _, rerr := s.peekUpload(ctx, id, owner); rerr != nil {
+		return rerr
+	}
+	return err
 }
 
 func (s *Store) acquire(id string) error {
