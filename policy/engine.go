@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
@@ -17,7 +19,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
-	"github.com/open-policy-agent/opa/v1/util"
 	"github.com/open-policy-agent/opa/v1/version"
 )
 
@@ -80,9 +81,12 @@ func compile(ctx context.Context, set *Set, printStatements bool) (*compiled, er
 	data := map[string]any{}
 	for _, f := range set.files {
 		if f.Name == DataFile {
-			if err := util.UnmarshalJSON(f.Data, &data); err != nil {
-				problems = append(problems, Problem{File: f.Name, Code: "data_error", Message: "data.json must be one JSON object: " + err.Error()})
+			d, p := parseData(f.Data)
+			if p != nil {
+				p.File = f.Name
+				problems = append(problems, *p)
 			}
+			data = d
 			continue
 		}
 		m, err := ast.ParseModuleWithOpts(f.Name, string(f.Data), popts)
@@ -114,6 +118,81 @@ func compile(ctx context.Context, set *Set, printStatements bool) (*compiled, er
 		return nil, &CompileError{Problems: astProblems(c.Errors)}
 	}
 	return &compiled{compiler: c, modules: modules, store: store}, nil
+}
+
+// parseData parses a set's data.json, which OPA mounts at data and so must
+// be exactly one JSON object (opa refuses null, arrays and scalars with
+// "document must be of type object"). Numbers stay json.Number, as OPA's
+// own loader keeps them. A problem carries the line and column (in
+// characters, from 1) of a syntax error.
+func parseData(b []byte) (map[string]any, *Problem) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	err := dec.Decode(&v)
+	if err == nil {
+		// One value only: json.Decoder would read what follows as the
+		// next document.
+		if off := firstNonSpace(b, int(dec.InputOffset())); off < len(b) {
+			line, col := lineCol(b, off)
+			return nil, &Problem{Line: line, Col: col, Code: "data_error", Message: "data.json must be one JSON object, found more after it"}
+		}
+	}
+	switch se, isSyntax := errors.AsType[*json.SyntaxError](err); {
+	case err == io.EOF:
+		return nil, &Problem{Code: "data_error", Message: "data.json is empty; it must be one JSON object (write {} for no data)"}
+	case err == io.ErrUnexpectedEOF:
+		line, col := lineCol(b, len(b))
+		return nil, &Problem{Line: line, Col: col, Code: "data_error", Message: "data.json is not valid JSON: unexpected end of the file"}
+	case isSyntax:
+		// Offset counts the bytes read, the offending one included.
+		line, col := lineCol(b, max(0, int(se.Offset)-1))
+		return nil, &Problem{Line: line, Col: col, Code: "data_error", Message: "data.json is not valid JSON: " + se.Error()}
+	case err != nil:
+		return nil, &Problem{Code: "data_error", Message: "data.json is not valid JSON: " + err.Error()}
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		line, col := lineCol(b, firstNonSpace(b, 0))
+		return nil, &Problem{Line: line, Col: col, Code: "data_error", Message: "data.json must be one JSON object, found " + jsonKind(v)}
+	}
+	return obj, nil
+}
+
+func firstNonSpace(b []byte, from int) int {
+	for i := from; i < len(b); i++ {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return i
+		}
+	}
+	return len(b)
+}
+
+// lineCol converts a byte offset of b to a line and a column in characters,
+// both from 1.
+func lineCol(b []byte, off int) (line, col int) {
+	off = min(off, len(b))
+	start := bytes.LastIndexByte(b[:off], '\n') + 1
+	return 1 + bytes.Count(b[:start], []byte("\n")), 1 + utf8.RuneCount(b[start:off])
+}
+
+// jsonKind names the JSON type of a decoded value, as a person would.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return "a value that is not an object"
 }
 
 // astProblems converts OPA's errors (ast.Errors or a single *ast.Error) to

@@ -221,7 +221,7 @@ r if {
 		{
 			name:  "bad data.json",
 			files: map[string]string{"p.rego": minimalDecision, "data.json": "[1, 2"},
-			want:  "data.json: data_error:",
+			want:  "data.json:1:6: data_error: data.json is not valid JSON: unexpected end of the file",
 		},
 	}
 	for _, tt := range tests {

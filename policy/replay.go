@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"runtime"
 	"slices"
 	"sync"
@@ -47,23 +48,33 @@ type ReplayError struct {
 	Error string `json:"error"`
 }
 
-// ReplayReport lists, in the order of the records given, every change and
-// every record that failed to evaluate.
+// ReplayReport lists, in the order of the records given, every change,
+// every record whose evaluation exceeded the deadline and every record that
+// failed to evaluate otherwise.
 type ReplayReport struct {
-	Total     int           `json:"total"`
-	Unchanged int           `json:"unchanged"`
-	Changes   []Change      `json:"changes"`
-	Errors    []ReplayError `json:"errors"`
+	Total     int      `json:"total"`
+	Unchanged int      `json:"unchanged"`
+	Changes   []Change `json:"changes"`
+	// Timeouts are the records whose evaluation exceeded the policy's
+	// deadline (Options.Timeout). Unlike the other categories they depend
+	// on the machine and its load, not only on the records and the set.
+	Timeouts []ReplayError `json:"timeouts"`
+	Errors   []ReplayError `json:"errors"`
 }
 
 // Replay re-evaluates every record's input against p (typically a draft
 // set) and reports each flip (allow→deny, deny→allow), each change of the
-// denying rules and each change of required approvals, in record order, so
-// the same records and set always give the same report. Warnings and deny
-// messages are not compared (a reworded message is not a change of
-// outcome). Records are evaluated on GOMAXPROCS goroutines; a record that
-// fails to evaluate (timeout, invalid input) is listed in Errors and does not
-// stop the replay. Only a cancelled ctx does.
+// denying rules and each change of required approvals, in record order.
+// Warnings and deny messages are not compared (a reworded message is not a
+// change of outcome). Records are evaluated on GOMAXPROCS goroutines; a
+// record whose evaluation exceeds p's deadline is listed in Timeouts, one
+// that fails otherwise (invalid input, a built-in error) in Errors, and
+// neither stops the replay. Only a cancelled ctx does.
+//
+// The same records and set always give the same changes and errors; which
+// records time out depends on the machine and its load, so prepare p with a
+// deadline far above the evaluation time (hallmark policy replay uses 10 s)
+// when the report must be reproducible.
 func Replay(ctx context.Context, p *Policy, records []Recorded) (*ReplayReport, error) {
 	type outcome struct {
 		change *Change
@@ -95,9 +106,11 @@ func Replay(ctx context.Context, p *Policy, records []Recorded) (*ReplayReport, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rep := &ReplayReport{Total: len(records), Changes: []Change{}, Errors: []ReplayError{}}
+	rep := &ReplayReport{Total: len(records), Changes: []Change{}, Timeouts: []ReplayError{}, Errors: []ReplayError{}}
 	for i, o := range out {
 		switch {
+		case errors.Is(o.err, ErrTimeout):
+			rep.Timeouts = append(rep.Timeouts, ReplayError{ID: records[i].ID, Error: o.err.Error()})
 		case o.err != nil:
 			rep.Errors = append(rep.Errors, ReplayError{ID: records[i].ID, Error: o.err.Error()})
 		case o.change != nil:

@@ -80,8 +80,9 @@ type Set struct {
 // NewSet validates files and returns the set they form. Names are
 // slash-separated paths relative to the set's root, clean, without "." or
 // ".." elements or control characters; only *.rego files and a root
-// data.json are allowed; no file exceeds MaxFileSize; a set has at least one
-// non-test module. The bytes are copied.
+// data.json are allowed; no file exceeds MaxFileSize; every file is UTF-8
+// (Rego source and JSON are text, and the API carries them as strings); a set
+// has at least one non-test module. The bytes are copied.
 func NewSet(files []File) (*Set, error) {
 	if len(files) > MaxFiles {
 		return nil, fmt.Errorf("%w: %d files, at most %d allowed", ErrInvalidSet, len(files), MaxFiles)
@@ -100,6 +101,9 @@ func NewSet(files []File) (*Set, error) {
 		if len(f.Data) > MaxFileSize {
 			return nil, fmt.Errorf("%w: file %q is %d bytes, at most %d allowed", ErrInvalidSet, f.Name, len(f.Data), MaxFileSize)
 		}
+		if err := checkUTF8(f); err != nil {
+			return nil, err
+		}
 		if strings.HasSuffix(f.Name, ".rego") && !f.IsTest() {
 			modules++
 		}
@@ -111,6 +115,24 @@ func NewSet(files []File) (*Set, error) {
 	slices.SortFunc(s.files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
 	s.digest = digestFiles(s.files)
 	return s, nil
+}
+
+// checkUTF8 refuses a file that is not UTF-8, naming where the first invalid
+// sequence starts, so the author can find it in an editor.
+func checkUTF8(f File) error {
+	if utf8.Valid(f.Data) {
+		return nil
+	}
+	off := 0
+	for off < len(f.Data) {
+		r, size := utf8.DecodeRune(f.Data[off:])
+		if r == utf8.RuneError && size <= 1 {
+			break
+		}
+		off += size
+	}
+	line := 1 + bytes.Count(f.Data[:off], []byte("\n"))
+	return fmt.Errorf("%w: file %q is not UTF-8: invalid byte 0x%02x on line %d (byte offset %d)", ErrInvalidSet, f.Name, f.Data[off], line, off)
 }
 
 func checkName(name string) error {
@@ -155,9 +177,12 @@ func digestFiles(files []File) Digest {
 // lower-case hex SHA-256 of the file's bytes, two spaces, the file's name
 // and "\n". It is what
 //
-//	(cd DIR && find . -type f \( -name '*.rego' -o -path ./data.json \) | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum) | sha256sum
+//	cd DIR && (find . -type f \( -name '*.rego' -o -path ./data.json \) | sed 's|^\./||' \
+//	  | LC_ALL=C sort | tr '\n' '\0' | xargs -0 sha256sum) | sha256sum
 //
-// prints, and it covers every file of the set, tests and data included.
+// prints for any folder LoadDir accepts (LoadDir refuses hidden modules and
+// links, which find would treat differently), and it covers every file of
+// the set, tests and data included.
 func (s *Set) Digest() Digest { return s.digest }
 
 // Files returns a copy of the set's files, sorted by name.
@@ -170,10 +195,18 @@ func (s *Set) Files() []File {
 }
 
 // LoadDir reads a policy set from a folder: every *.rego file below it and a
-// data.json at its root. Hidden files and folders (".git") are skipped;
-// other files are ignored (a README may sit beside the modules); a
-// data.json below the root, a symbolic link or an unreadable file is an
-// error, so that what is published is exactly what was tested.
+// data.json at its root. Other files are ignored (a README may sit beside
+// the modules). So that what is published is exactly what was tested, by
+// hallmark and by the stock opa CLI (which loads hidden files and follows
+// links), these are errors rather than silently skipped:
+//   - a .rego file or data.json that is hidden or lies in a hidden folder
+//     (a path element starting with "."), since opa would load it while
+//     people reading the folder do not see it;
+//   - a symbolic link to a folder, or a link or other non-regular file named
+//     *.rego or data.json;
+//   - a data.json below the root, and an unreadable file.
+//
+// Hidden folders (".git") are walked to find such files.
 func LoadDir(dir string) (*Set, error) {
 	info, err := os.Stat(dir)
 	if err != nil {
@@ -196,17 +229,25 @@ func LoadFS(fsys fs.FS) (*Set, error) {
 		if err != nil {
 			return err
 		}
-		if name != "." && strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
 		if d.IsDir() {
 			return nil
 		}
-		if !strings.HasSuffix(name, ".rego") && path.Base(name) != DataFile {
+		isSetFile := strings.HasSuffix(name, ".rego") || path.Base(name) == DataFile
+		if d.Type()&fs.ModeSymlink != 0 {
+			// WalkDir does not follow links; opa does. A link that
+			// resolves to a folder may hold modules opa would load.
+			if info, err := fs.Stat(fsys, name); err == nil && info.IsDir() {
+				return fmt.Errorf("%w: %s is a symbolic link to a folder; hallmark does not follow links (opa would): put the folder itself in the set or move the link out", ErrInvalidSet, name)
+			}
+		}
+		if !isSetFile {
 			return nil
+		}
+		if hiddenPath(name) {
+			return fmt.Errorf("%w: %s is hidden (it or a folder above it has a name starting with \".\"); opa would load it, so hallmark refuses it rather than skip it: rename it or move it out of the set", ErrInvalidSet, name)
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%w: %s is a symbolic link; hallmark does not follow links (opa would): put the file itself in the set", ErrInvalidSet, name)
 		}
 		if !d.Type().IsRegular() {
 			return fmt.Errorf("%w: %s is not a regular file", ErrInvalidSet, name)
@@ -232,6 +273,17 @@ func LoadFS(fsys fs.FS) (*Set, error) {
 		return nil, err
 	}
 	return NewSet(files)
+}
+
+// hiddenPath reports whether an element of the slash-separated name starts
+// with ".".
+func hiddenPath(name string) bool {
+	for elem := range strings.SplitSeq(name, "/") {
+		if strings.HasPrefix(elem, ".") {
+			return true
+		}
+	}
+	return false
 }
 
 //go:embed default/*.rego default/data.json

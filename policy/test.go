@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -199,13 +200,7 @@ func coverage(r cover.Report, modules map[string]*ast.Module) *Coverage {
 		fc := FileCoverage{}
 		if fr != nil {
 			fc.CoveredLines, fc.TotalLines = fr.CoveredLines, fr.CoveredLines+fr.NotCoveredLines
-			for _, rg := range fr.NotCovered {
-				if rg.Start.Row == rg.End.Row {
-					fc.NotCovered = append(fc.NotCovered, fmt.Sprint(rg.Start.Row))
-				} else {
-					fc.NotCovered = append(fc.NotCovered, fmt.Sprintf("%d-%d", rg.Start.Row, rg.End.Row))
-				}
-			}
+			fc.NotCovered = lineRanges(fr.NotCovered)
 		}
 		fc.Percent = percent(fc.CoveredLines, fc.TotalLines)
 		out.Files[name] = fc
@@ -213,6 +208,34 @@ func coverage(r cover.Report, modules map[string]*ast.Module) *Coverage {
 		out.TotalLines += fc.TotalLines
 	}
 	out.Percent = percent(out.CoveredLines, out.TotalLines)
+	return out
+}
+
+// lineRanges turns OPA's not-covered ranges, which are per expression and
+// so repeat a line that holds several, into distinct lines with runs of
+// consecutive lines merged: "5", "9-11".
+func lineRanges(rs []cover.Range) []string {
+	var rows []int
+	for _, r := range rs {
+		for row := r.Start.Row; row <= max(r.Start.Row, r.End.Row); row++ {
+			rows = append(rows, row)
+		}
+	}
+	slices.Sort(rows)
+	rows = slices.Compact(rows)
+	var out []string
+	for i := 0; i < len(rows); {
+		j := i
+		for j+1 < len(rows) && rows[j+1] == rows[j]+1 {
+			j++
+		}
+		if i == j {
+			out = append(out, strconv.Itoa(rows[i]))
+		} else {
+			out = append(out, fmt.Sprintf("%d-%d", rows[i], rows[j]))
+		}
+		i = j + 1
+	}
 	return out
 }
 

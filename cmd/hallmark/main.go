@@ -131,13 +131,18 @@ func printUsage(w io.Writer, args []string) {
 }
 
 // newFlagSet returns a flag set for command name whose errors are returned,
-// not printed-and-exited, and whose usage goes to the command's stderr.
+// not printed-and-exited, and whose usage goes to the command's stderr. The
+// flag package prints a parse error before calling Usage; its output is
+// discarded so that the error is printed once, by run, as "hallmark NAME:
+// error", after the usage.
 func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("hallmark "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "Usage: hallmark %s %s\n\nFlags:\n", name, synopsis)
+		fs.SetOutput(e.stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -60,7 +61,7 @@ func compileFailure(e *env, dir string, err error) error {
 }
 
 func runPolicyTest(ctx context.Context, e *env, args []string) error {
-	const synopsis = "DIR [--coverage] [--run REGEX] [-v]"
+	const synopsis = "DIR [--coverage] [--run REGEX] [-v] [--timeout DURATION]"
 	fs := newFlagSet(e, "policy test", synopsis)
 	cov := fs.Bool("coverage", false, "report line coverage of the set's non-test modules")
 	runRe := fs.String("run", "", "run only tests whose full name matches this regular expression")
@@ -69,6 +70,12 @@ func runPolicyTest(ctx context.Context, e *env, args []string) error {
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
+	}
+	if _, err := regexp.Compile(*runRe); err != nil {
+		return usagef("--run %q: %v", *runRe, err)
+	}
+	if *timeout <= 0 {
+		return usagef("--timeout %s: want a positive duration", *timeout)
 	}
 	dir, set, err := loadPolicyDir(pos, synopsis)
 	if err != nil {
@@ -79,11 +86,22 @@ func runPolicyTest(ctx context.Context, e *env, args []string) error {
 		return compileFailure(e, dir, err)
 	}
 	printTestReport(e.stdout, dir, rep, *verbose)
+	return testOutcome(rep, *runRe)
+}
+
+// testOutcome is the exit status of policy test: 1 when a test failed or
+// errored, or when no test ran (none matched, or all are skipped todo_
+// tests), so that a pipeline cannot pass on tests that never ran.
+func testOutcome(rep *policy.TestReport, run string) error {
 	switch {
+	case rep.Failed > 0 || rep.Errored > 0:
+		return exitError{1, fmt.Errorf("%d of %d test(s) failed, %d errored", rep.Failed, len(rep.Results), rep.Errored)}
+	case len(rep.Results) == 0 && run != "":
+		return exitError{1, fmt.Errorf("no tests were run: none matches --run %q", run)}
 	case len(rep.Results) == 0:
-		return exitError{1, errors.New("no tests were run")}
-	case !rep.OK():
-		return exitError{1, fmt.Errorf("%d test(s) failed, %d errored", rep.Failed, rep.Errored)}
+		return exitError{1, errors.New("no tests were run: the set has no test_ rules")}
+	case rep.Passed == 0:
+		return exitError{1, fmt.Errorf("no tests were run: all %d test(s) are skipped (todo_)", rep.Skipped)}
 	}
 	return nil
 }
@@ -216,10 +234,21 @@ func writeFileAtomic(path string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	// The data must be on disk before the rename is: otherwise a crash
+	// can leave the new name pointing at an empty file.
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// The rename itself lives in the folder: sync it (syncDir of pull) so
+	// the new module survives a crash.
+	if err := syncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
@@ -299,7 +328,9 @@ func runPolicyEval(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s\n", out)
 	if ex != nil {
 		for _, a := range ex.Attributions {
-			src := "(no deny/warn rule of package hallmark.promotion)"
+			// Explain lists only rules the evaluation showed producing the
+			// reason; anything else would be a guess.
+			src := "source not identified"
 			if len(a.Sources) > 0 {
 				for i, s := range a.Sources {
 					a.Sources[i] = filepath.Join(dir, filepath.FromSlash(s))

@@ -181,3 +181,98 @@ func countRegoTests(t *testing.T, dir string) int {
 	}
 	return n
 }
+
+func TestPolicyTestOutcomes(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.rego"), "package hallmark.promotion\n\nx := 1\n\ny := 2 if input.request.model == \"a\"\n")
+	writeFile(t, filepath.Join(dir, "p_test.rego"), "package hallmark.promotion_test\n\nimport data.hallmark.promotion\n\ntodo_test_later if promotion.x == 1\n")
+	code, stdout, stderr := runCmd(t, "", "policy", "test", dir)
+	if want := "no tests were run: all 1 test(s) are skipped (todo_)"; code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stdout, "SKIPPED: 1/1") {
+		t.Errorf("only skipped tests: exit %d, stdout %q, stderr %q; want exit 1 and %q", code, stdout, stderr, want)
+	}
+	writeFile(t, filepath.Join(dir, "p_test.rego"), "package hallmark.promotion_test\n\nimport data.hallmark.promotion\n\ntest_x if promotion.x == 1\n\ntodo_test_later if promotion.x == 1\n")
+	if code, stdout, stderr := runCmd(t, "", "policy", "test", dir, "--coverage"); code != 0 || !strings.Contains(stdout, "not covered: 5\n") {
+		t.Errorf("a pass beside a skipped test: exit %d, stdout %q, stderr %q; want exit 0 and line 5 not covered once", code, stdout, stderr)
+	}
+	if code, _, stderr := runCmd(t, "", "policy", "test", dir, "--run", "nothing_matches"); code != 1 || !strings.Contains(stderr, `none matches --run "nothing_matches"`) {
+		t.Errorf("--run matching nothing: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr := runCmd(t, "", "policy", "test", dir, "--run", "("); code != 2 || !strings.Contains(stderr, `--run "(": error parsing regexp`) {
+		t.Errorf("--run '(': exit %d, stderr %q; want exit 2 naming the flag", code, stderr)
+	}
+	code, _, stderr = runCmd(t, "", "policy", "test", dir, "--no-such-flag")
+	if n := strings.Count(stderr, "flag provided but not defined: -no-such-flag"); code != 2 || n != 1 {
+		t.Errorf("unknown flag: exit %d, error printed %d times in %q; want exit 2, once", code, n, stderr)
+	}
+	if !strings.Contains(stderr, "Usage: hallmark policy test") {
+		t.Errorf("unknown flag: stderr %q lacks the usage", stderr)
+	}
+}
+
+func TestPolicyEvalExplainSources(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.rego"), `package hallmark.promotion
+
+decision := {"allow": false, "deny": deny | inline, "warn": set(), "required_approvals": 0}
+
+inline := {{"rule": "style.inline", "message": "built in the decision"}}
+
+deny contains reason if {
+	input.request.alias != ""
+	reason := {"rule": "style.var", "message": "built in the body"}
+}
+`)
+	in, err := os.ReadFile(filepath.Join("..", "..", "policy", "testdata", "denied.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, string(in), "policy", "eval", dir, "--input", "-", "--explain")
+	for _, want := range []string{
+		"deny style.var: " + filepath.Join(dir, "p.rego") + ":7\n",
+		"deny style.inline: source not identified\n",
+	} {
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("eval --explain: exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, want)
+		}
+	}
+	if strings.Contains(stdout, "no deny/warn rule") {
+		t.Errorf("eval --explain claims there is no rule: %q", stdout)
+	}
+}
+
+func TestPolicyLoadRefusals(t *testing.T) {
+	dir := policyDir(t)
+	writeFile(t, filepath.Join(dir, ".draft.rego"), "package hallmark.promotion\n")
+	if code, _, stderr := runCmd(t, "", "policy", "check", dir); code != 1 || !strings.Contains(stderr, ".draft.rego is hidden") {
+		t.Errorf("hidden module: exit %d, stderr %q", code, stderr)
+	}
+	os.Remove(filepath.Join(dir, ".draft.rego"))
+	writeFile(t, filepath.Join(dir, "latin1.rego"), "package hallmark.promotion\n\n# caf\xe9\n")
+	if code, _, stderr := runCmd(t, "", "policy", "check", dir); code != 1 || !strings.Contains(stderr, `"latin1.rego" is not UTF-8: invalid byte 0xe9 on line 3`) {
+		t.Errorf("non-UTF-8 module: exit %d, stderr %q", code, stderr)
+	}
+	os.Remove(filepath.Join(dir, "latin1.rego"))
+	writeFile(t, filepath.Join(dir, "data.json"), "[]")
+	if code, _, stderr := runCmd(t, "", "policy", "check", dir); code != 1 || !strings.Contains(stderr, "data.json:1:1: data_error: data.json must be one JSON object, found an array") {
+		t.Errorf("array data.json: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestWriteFileAtomic(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.rego")
+	if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(p, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	info, err2 := os.Stat(p)
+	if err != nil || err2 != nil || string(b) != "new" || info.Mode().Perm() != 0o600 {
+		t.Fatalf("got %q (%v, %v), mode %v; want \"new\", mode 0600", b, err, err2, info.Mode())
+	}
+	entries, _ := os.ReadDir(filepath.Dir(p))
+	if len(entries) != 1 {
+		t.Fatalf("temporary files left: %v", entries)
+	}
+}

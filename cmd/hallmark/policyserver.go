@@ -182,20 +182,35 @@ type replayRow struct {
 
 // replayOutput is `policy replay --output json`.
 type replayOutput struct {
-	Draft     string               `json:"draft"`
-	Total     int                  `json:"total"`
-	Unchanged int                  `json:"unchanged"`
-	Changes   []replayRow          `json:"changes"`
-	Errors    []policy.ReplayError `json:"errors"`
+	Draft     string      `json:"draft"`
+	Total     int         `json:"total"`
+	Unchanged int         `json:"unchanged"`
+	Changes   []replayRow `json:"changes"`
+	// Timeout is the evaluation deadline the replay ran with; Timeouts
+	// depend on it and on the machine, unlike the other fields.
+	Timeout  string               `json:"timeout"`
+	Timeouts []policy.ReplayError `json:"timeouts"`
+	Errors   []policy.ReplayError `json:"errors"`
 }
 
+// defaultReplayTimeout is policy replay's evaluation deadline. A replay
+// asks whether the draft decides differently, not whether it is fast
+// enough, and its answer must not change with the load of the machine it
+// runs on: with the live deadline (policy.DefaultTimeout, 100 ms) a draft
+// near it times out on a busy laptop and not on an idle one. 10 s is 100
+// times the live deadline, so only a draft that is hopeless live (or loops)
+// reaches it, and it still bounds a runaway draft.
+const defaultReplayTimeout = 10 * time.Second
+
 func runPolicyReplay(ctx context.Context, e *env, args []string) error {
-	const synopsis = "DIR [--from INDEX | --since DURATION] [--model M] [--output json]"
+	const synopsis = "DIR [--from INDEX | --since DURATION] [--model M] [--timeout DURATION] [--output json]"
 	fs := newFlagSet(e, "policy replay", synopsis)
 	cf := addClientFlags(fs, e, true)
 	from := fs.Uint64("from", 0, "replay decisions from this ledger index on")
 	since := fs.Duration("since", 0, "replay decisions made within this duration (for example 720h)")
 	model := fs.String("model", "", "only this model's decisions")
+	timeout := fs.Duration("timeout", defaultReplayTimeout,
+		"deadline of each evaluation; decisions that exceed it are reported as timeouts, which depend on the machine and its load")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -205,6 +220,9 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 	}
 	if *since < 0 {
 		return usagef("--since %s: want a positive duration", *since)
+	}
+	if *timeout <= 0 {
+		return usagef("--timeout %s: want a positive duration", *timeout)
 	}
 	_, set, err := loadPolicyDir(pos, synopsis)
 	if err != nil {
@@ -216,7 +234,7 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 	// Recorded inputs were validated when they were decided; validating them
 	// again would cost more than evaluating them, and would turn a record made
 	// under an earlier input schema into an error instead of a replay.
-	draft, err := policy.Prepare(ctx, set, policy.Options{SkipInputValidation: true})
+	draft, err := policy.Prepare(ctx, set, policy.Options{SkipInputValidation: true, Timeout: *timeout})
 	if err != nil {
 		return fmt.Errorf("compiling %s: %w", pos[0], err)
 	}
@@ -243,7 +261,11 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("replaying: %w", err)
 	}
-	out := replayOutput{Draft: draft.Digest().String(), Total: rep.Total, Unchanged: rep.Unchanged, Changes: []replayRow{}, Errors: rep.Errors}
+	out := replayOutput{Draft: draft.Digest().String(), Total: rep.Total, Unchanged: rep.Unchanged, Changes: []replayRow{},
+		Timeout: timeout.String(), Timeouts: rep.Timeouts, Errors: rep.Errors}
+	if out.Timeouts == nil {
+		out.Timeouts = []policy.ReplayError{}
+	}
 	if out.Errors == nil {
 		out.Errors = []policy.ReplayError{}
 	}
@@ -260,8 +282,8 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 		_, err = fmt.Fprintf(e.stdout, "%s\n", b)
 		return err
 	}
-	fmt.Fprintf(e.stdout, "replayed %d decision(s) against %s: %d unchanged, %d changed, %d error(s)\n",
-		out.Total, out.Draft, out.Unchanged, len(out.Changes), len(out.Errors))
+	fmt.Fprintf(e.stdout, "replayed %d decision(s) against %s: %d unchanged, %d changed, %d timed out (deadline %s), %d error(s)\n",
+		out.Total, out.Draft, out.Unchanged, len(out.Changes), len(out.Timeouts), out.Timeout, len(out.Errors))
 	if len(out.Changes) > 0 {
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DECISION\tREQUEST\tMODEL\tALIAS\tCHANGE\tRULES")
@@ -278,6 +300,13 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+	}
+	for _, x := range out.Timeouts {
+		fmt.Fprintf(e.stdout, "timeout: decision %s: %s\n", x.ID, x.Error)
+	}
+	if len(out.Timeouts) > 0 {
+		fmt.Fprintf(e.stdout, "timeouts depend on this machine and its load, not only on the draft: "+
+			"the server decides with a %s deadline; rerun with a larger --timeout to see these decisions' outcome\n", policy.DefaultTimeout)
 	}
 	for _, x := range out.Errors {
 		fmt.Fprintf(e.stdout, "error: decision %s: %s\n", x.ID, x.Error)

@@ -29,7 +29,7 @@ func init() {
 	register(command{name: "promote", summary: "request a promotion of a version to an alias (policy-decided)", run: runPromote})
 	register(command{name: "approve", summary: "approve, review or reject a promotion request (optionally signed)", run: runApprove})
 	register(command{name: "requests", summary: "list promotion requests", run: runRequests})
-	register(command{name: "decision", summary: "show a recorded policy decision (ledger index or request id)", run: runDecision})
+	register(command{name: "decision", summary: "show a recorded policy decision (@INDEX or a request id)", run: runDecision})
 	register(command{name: "principals set-key", summary: "register the public key a principal signs approvals with", run: runPrincipalsSetKey})
 }
 
@@ -110,7 +110,7 @@ func runPromote(ctx context.Context, e *env, args []string) error {
 // decision are recorded all the same).
 func deniedExit(d *registryv1.Decision) error {
 	if d.GetStatus() == registry.StatusDenied {
-		return exitError{code: 1, err: fmt.Errorf("promotion %s denied, which is final: fix what the deny rules say (hallmark decision %s), then file a new request", d.GetRequestId(), d.GetRequestId())}
+		return exitError{code: 1, err: fmt.Errorf("promotion %s denied, which is final: fix what the deny rules say (hallmark decision @%d), then file a new request", d.GetRequestId(), d.GetIndex())}
 	}
 	return nil
 }
@@ -255,8 +255,28 @@ func runRequests(ctx context.Context, e *env, args []string) error {
 	return tw.Flush()
 }
 
+// decisionArg reads the argument of hallmark decision: "@INDEX" is the
+// decision at that ledger index, anything else a request id (its latest
+// decision). A bare number is a request id: ids may be all digits, so
+// reading one as an index would show another request's decision.
+func decisionArg(s string) (index uint64, requestID string, err error) {
+	digits, ok := strings.CutPrefix(s, "@")
+	if !ok {
+		if s == "" {
+			return 0, "", usagef("want @INDEX or a request id, got an empty argument")
+		}
+		return 0, s, nil
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, "", usagef("%q: want @INDEX, a decision's ledger index (digits), or a request id", s)
+	}
+	return n, "", nil
+}
+
 func runDecision(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "decision", "ID [--explain] [--output json]   (ID: a decision's ledger index or a request id)")
+	fs := newFlagSet(e, "decision", "(@INDEX | REQUEST_ID) [--explain] [--output json]   "+
+		"(@INDEX: the decision at that ledger index, as promote prints it; REQUEST_ID: the request's latest decision)")
 	cf := addClientFlags(fs, e, true)
 	explain := fs.Bool("explain", false, "attribute each deny and warn reason to the rule that produced it")
 	pos, err := parseFlags(fs, args)
@@ -264,19 +284,23 @@ func runDecision(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("want exactly one ID, got %d arguments", len(pos))
+		return usagef("want exactly one @INDEX or REQUEST_ID, got %d arguments", len(pos))
+	}
+	index, requestID, err := decisionArg(pos[0])
+	if err != nil {
+		return err
 	}
 	if err := cf.check(); err != nil {
 		return err
 	}
-	req := &registryv1.GetDecisionRequest{Explain: *explain}
-	if n, err := strconv.ParseUint(pos[0], 10, 64); err == nil {
-		req.Index = n
-	} else {
-		req.RequestId = pos[0]
-	}
+	req := &registryv1.GetDecisionRequest{Explain: *explain, Index: index, RequestId: requestID}
 	resp, err := cf.promotionClients().promotion.GetDecision(ctx, connect.NewRequest(req))
 	if err != nil {
+		if _, nerr := strconv.ParseUint(requestID, 10, 64); nerr == nil && connect.CodeOf(err) == connect.CodeNotFound {
+			// Before @INDEX, a bare number was a ledger index.
+			return fmt.Errorf("%w; a bare argument is a request id: for the decision at ledger index %s, write @%s",
+				rpcError("reading decision of request "+requestID, err), requestID, requestID)
+		}
 		return rpcError("reading decision "+pos[0], err)
 	}
 	if cf.json() {
@@ -313,7 +337,11 @@ func runDecision(ctx context.Context, e *env, args []string) error {
 		}
 		fmt.Fprintln(w, "  explanation:")
 		for _, a := range v.Attributions {
-			fmt.Fprintf(w, "    %s %s <- %s\n", a.Kind, a.Reason.Rule, orDash(strings.Join(a.Sources, ", ")))
+			src := strings.Join(a.Sources, ", ")
+			if src == "" {
+				src = "source not identified"
+			}
+			fmt.Fprintf(w, "    %s %s <- %s\n", a.Kind, a.Reason.Rule, src)
 		}
 	}
 	return nil

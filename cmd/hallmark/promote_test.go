@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	registryv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1"
 	"github.com/hallmark-dev/hallmark/policy"
 	"github.com/hallmark-dev/hallmark/registry"
 )
@@ -101,6 +102,53 @@ func writePolicy(t testing.TB, files map[string]string) string {
 
 var requestID = regexp.MustCompile(`request (req-[0-9]+):`)
 
+// decisionIndex finds the ledger index in "decision 813 by policy set".
+var decisionIndex = regexp.MustCompile(`decision ([0-9]+) by policy set`)
+
+func TestDecisionArg(t *testing.T) {
+	for _, tc := range []struct {
+		arg     string
+		index   uint64
+		request string
+		usage   bool
+	}{
+		{arg: "@813", index: 813},
+		{arg: "@0", index: 0},
+		{arg: "813", request: "813"},
+		{arg: "6", request: "6"},
+		{arg: "req-12", request: "req-12"},
+		{arg: "a.b_c-d", request: "a.b_c-d"},
+		{arg: "@", usage: true},
+		{arg: "@x1", usage: true},
+		{arg: "@-1", usage: true},
+		{arg: "@+1", usage: true},
+		{arg: "", usage: true},
+	} {
+		index, request, err := decisionArg(tc.arg)
+		var ue usageError
+		if tc.usage {
+			if !errors.As(err, &ue) {
+				t.Errorf("decisionArg(%q): got %v, want a usage error", tc.arg, err)
+			}
+			continue
+		}
+		if err != nil || index != tc.index || request != tc.request {
+			t.Errorf("decisionArg(%q): got (%d, %q, %v), want (%d, %q)", tc.arg, index, request, err, tc.index, tc.request)
+		}
+	}
+}
+
+func TestDeniedExitHint(t *testing.T) {
+	err := deniedExit(&registryv1.Decision{Status: registry.StatusDenied, Index: 7, RequestId: "6"})
+	var xe exitError
+	if !errors.As(err, &xe) || xe.code != 1 || !strings.Contains(err.Error(), "promotion 6 denied") || !strings.Contains(err.Error(), "(hallmark decision @7)") {
+		t.Fatalf("got %v, want exit 1 naming request 6 and hallmark decision @7", err)
+	}
+	if err := deniedExit(&registryv1.Decision{Status: registry.StatusAllowed}); err != nil {
+		t.Fatalf("allowed: got %v", err)
+	}
+}
+
 func TestPromoteApproveReplayCLI(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	token := func(id, role string) string {
@@ -162,6 +210,16 @@ func TestPromoteApproveReplayCLI(t *testing.T) {
 	if out := s.mustCLI(aud, "decision", id, "--explain"); !strings.Contains(out, "allowed") || !strings.Contains(out, "policy set  sha256:") {
 		t.Fatalf("decision: %s", out)
 	}
+	// @INDEX is the decision at that ledger index; a bare number is a
+	// request id, and one that names no request gets the @INDEX hint.
+	index := decisionIndex.FindStringSubmatch(out)[1]
+	if got := s.mustCLI(aud, "decision", "@"+index); !strings.Contains(got, "decision "+index+" of request "+id) {
+		t.Fatalf("decision @%s: %s", index, got)
+	}
+	if code, _, errOut := s.cli(aud, "decision", index); code != 1 || !strings.Contains(errOut, "not_found") ||
+		!strings.Contains(errOut, "a bare argument is a request id: for the decision at ledger index "+index+", write @"+index) {
+		t.Fatalf("decision %s (bare number): exit %d, %s", index, code, errOut)
+	}
 
 	// A draft that needs two approvals, in dry run: recorded, not enforced.
 	draft := writePolicy(t, approvalPolicy("2"))
@@ -187,11 +245,35 @@ func TestPromoteApproveReplayCLI(t *testing.T) {
 	if rep.Total != 4 || len(rep.Errors) != 0 || len(flips) != 1 || flips[0].Request != id || flips[0].AddedRules[0] != "approvals.insufficient" {
 		t.Fatalf("replay: got %+v, want 4 decisions and only %s flipping allow_to_deny", rep, id)
 	}
+	if rep.Timeout != "10s" || rep.Timeouts == nil || len(rep.Timeouts) != 0 || !strings.Contains(out, `"timeouts": []`) {
+		t.Fatalf("replay: timeout %q, timeouts %v; want 10s and an empty list\n%s", rep.Timeout, rep.Timeouts, out)
+	}
 	if again := s.mustCLI(aud, "policy", "replay", draft, "--output", "json"); again != out {
 		t.Fatalf("replay output is not deterministic:\n%s\n%s", out, again)
 	}
-	if out := s.mustCLI(pa, "policy", "replay", draft); !strings.Contains(out, "allow_to_deny") || !strings.Contains(out, "+approvals.insufficient") {
+	if out := s.mustCLI(pa, "policy", "replay", draft); !strings.Contains(out, "allow_to_deny") || !strings.Contains(out, "+approvals.insufficient") ||
+		!strings.Contains(out, "0 timed out (deadline 10s), 0 error(s)") {
 		t.Fatalf("replay table: %s", out)
+	}
+	// A draft that would take minutes: every decision is a timeout, listed
+	// as such and not as an error.
+	slow := writePolicy(t, map[string]string{"slow.rego": `package hallmark.promotion
+
+n := count([x |
+	some i in numbers.range(1, 100000)
+	some j in numbers.range(1, 100000)
+	x := i * j
+])
+
+decision := {"allow": n > 0, "deny": set(), "warn": set(), "required_approvals": 0}
+`})
+	out = s.mustCLI(aud, "policy", "replay", slow, "--timeout", "50ms")
+	if !strings.Contains(out, "4 timed out (deadline 50ms), 0 error(s)") || !strings.Contains(out, "timeout: decision ") ||
+		!strings.Contains(out, "timeouts depend on this machine and its load") {
+		t.Fatalf("replay of a slow draft: %s", out)
+	}
+	if code, _, errOut := s.cli(aud, "policy", "replay", draft, "--timeout", "0s"); code != 2 || !strings.Contains(errOut, "want a positive duration") {
+		t.Fatalf("replay --timeout 0s: exit %d, %s", code, errOut)
 	}
 	if code, _, errOut := s.cli(rq, "policy", "replay", draft); code == 0 || !strings.Contains(errOut, "permission_denied") {
 		t.Fatalf("replay by a publisher: exit %d, %s", code, errOut)

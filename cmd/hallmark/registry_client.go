@@ -223,6 +223,7 @@ func (t *reachTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var oe *net.OpError
 	var ve *tls.CertificateVerificationError
 	var he x509.HostnameError
+	var rh tls.RecordHeaderError
 	switch {
 	case err == nil:
 	case errors.As(err, &oe) && oe.Op == "dial":
@@ -231,8 +232,12 @@ func (t *reachTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &tlsError{err: err, hint: fmt.Sprintf("the server's certificate is not for the host of %s (%s): use a URL with a name or address the certificate lists", t.server, t.serverFrom)}
 	case errors.As(err, &ve):
 		return nil, &tlsError{err: err, hint: "the server's certificate does not verify: pass the CA that signed it with --tls-ca or set HALLMARK_TLS_CA (for a self-signed certificate, the certificate itself)"}
-	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		return nil, &tlsError{err: err, hint: fmt.Sprintf("the server at %s (%s) speaks plain HTTP: use its http:// URL", t.server, t.serverFrom)}
+	case errors.As(err, &rh) && string(rh.RecordHeader[:]) == "HTTP/":
+		// A plain HTTP server answered the TLS handshake with an HTTP
+		// response. http.Client turns this error into ErrSchemeMismatch,
+		// but only above the transport, after this wrapper has seen it.
+		return nil, &tlsError{err: errors.New("server gave HTTP response to HTTPS client"),
+			hint: fmt.Sprintf("the server at %s (%s) speaks plain HTTP: use its http:// URL", t.server, t.serverFrom)}
 	}
 	if err == nil && req.URL.Scheme == "http" && resp.StatusCode == http.StatusBadRequest && resp.Header.Get("Content-Type") == "" {
 		// Go's HTTPS server answers a plain request with a bare 400 and

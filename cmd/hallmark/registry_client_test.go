@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -126,6 +127,20 @@ func TestRPCErrorBlobUnauthenticated(t *testing.T) {
 	for _, want := range append([]string{"checking w.bin: checking blob: unauthenticated (HTTP 401)"}, tokenHints...) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("got %q, want it to mention %q", err, want)
+		}
+	}
+}
+
+// TestHTTPSToPlainServerHint checks that an https:// URL for a plain HTTP
+// server says so, instead of a bare TLS record error.
+func TestHTTPSToPlainServerHint(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	url := strings.Replace(srv.URL, "http://", "https://", 1)
+	code, _, errOut := runCmd(t, "", "models", "--server", url, "--token", "x")
+	for _, want := range []string{"server gave HTTP response to HTTPS client", "the server at " + url + " (from --server) speaks plain HTTP: use its http:// URL"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("exit %d, stderr %q; want exit 1 mentioning %q", code, errOut, want)
 		}
 	}
 }
