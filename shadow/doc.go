@@ -11,7 +11,7 @@
 //     pool with a timeout. A full queue drops the copy and counts it; bodies
 //     over the limit are forwarded untouched, not mirrored, and counted.
 //   - Segments are bounded: names outside a fixed policy (1..64 bytes of
-//     [A-Za-z0-9._:/@+-]) and names beyond an aggregator's cap on distinct
+//     [A-Za-z0-9._:/@+-], not "overall" in any letter case) and names beyond an aggregator's cap on distinct
 //     segments (default 64) are counted in OverflowSegment; nothing is
 //     lost, nothing grows without bound. VerifyBatch enforces the same cap
 //     on incoming batches and MergeLimit on stored evidence.

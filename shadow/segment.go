@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Segment names come from untrusted input (a request header, a field of the
@@ -34,6 +35,12 @@ const (
 	DefaultMaxSegments = 64
 	// MaxSegmentNameLen is the longest segment name accepted, in bytes.
 	MaxSegmentNameLen = 64
+	// ReservedSegment is the name no segment may have, in any letter case:
+	// reports label the merge of all segments "overall" (the policy input
+	// keeps it apart, as evidence.overall). Traffic that names it is
+	// counted in OverflowSegment, and VerifyBatch refuses a batch holding
+	// it.
+	ReservedSegment = "overall"
 	// maxSegmentCap is the largest cap that still fits a batch (named
 	// segments plus the overflow segment).
 	maxSegmentCap = maxSegments - 1
@@ -68,7 +75,8 @@ func (e *SegmentLimitError) Unwrap() error { return ErrTooManySegments }
 
 // SegmentName maps a raw segment value to the name evidence is recorded
 // under: "" becomes DefaultSegment, a name within the policy is kept as it
-// is, and anything else becomes OverflowSegment.
+// is, and anything else (ReservedSegment in any letter case included)
+// becomes OverflowSegment.
 func SegmentName(raw string) string {
 	switch {
 	case raw == "":
@@ -87,7 +95,7 @@ func ValidSegmentName(name string) bool {
 }
 
 func validSegmentName(s string) bool {
-	if len(s) == 0 || len(s) > MaxSegmentNameLen {
+	if len(s) == 0 || len(s) > MaxSegmentNameLen || strings.EqualFold(s, ReservedSegment) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -134,6 +142,9 @@ func (e *Evidence) CheckSegments(max int) error {
 		return &SegmentLimitError{Segments: n, Max: max}
 	}
 	for name := range e.Segments {
+		if strings.EqualFold(name, ReservedSegment) {
+			return fmt.Errorf("%w: %q is reserved: reports print the merge of all segments under it", ErrSegmentName, name)
+		}
 		if !ValidSegmentName(name) {
 			return fmt.Errorf("%w: %q", ErrSegmentName, name)
 		}

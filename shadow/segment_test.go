@@ -29,6 +29,12 @@ func TestSegmentName(t *testing.T) {
 		{"<script>", OverflowSegment},
 		{OverflowSegment, OverflowSegment},
 		{"(default)", OverflowSegment},
+		// Reserved: reports print the merge of all segments as "overall".
+		{ReservedSegment, OverflowSegment},
+		{"Overall", OverflowSegment},
+		{"OVERALL", OverflowSegment},
+		{"overall2", "overall2"},
+		{"(overall)", OverflowSegment},
 	}
 	for _, tt := range tests {
 		if got := SegmentName(tt.raw); got != tt.want {
@@ -174,6 +180,40 @@ func TestVerifyBatchRefusesTooManySegments(t *testing.T) {
 	}
 	if _, err := VerifyBatch(sb2, want); !errors.Is(err, ErrSegmentName) {
 		t.Fatalf("bad name: got %v, want ErrSegmentName", err)
+	}
+}
+
+// TestReservedSegmentName: traffic naming its segment "overall" cannot make
+// evidence with a segment that a report would print as the overall row: the
+// aggregator counts it in the overflow segment, and a batch that holds it
+// anyway (an older or a hostile agent) is refused.
+func TestReservedSegmentName(t *testing.T) {
+	c := mustComparator(t, ComparatorConfig{Labels: []string{"malignant", "benign"}})
+	agg := NewAggregator(c)
+	for _, seg := range []string{"overall", "Overall", "eu"} {
+		if err := agg.Record(Observation{Segment: seg, Outcome: OutcomeDropped}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := agg.Take()
+	if got := ev.SegmentNames(); len(got) != 2 || ev.Segments["eu"] == nil || ev.Segments[OverflowSegment] == nil {
+		t.Fatalf("got segments %q, want eu and %q", got, OverflowSegment)
+	}
+	if got := ev.Segments[OverflowSegment].Requests; got != 2 {
+		t.Errorf("overflow segment counts %d requests, want 2 (overall, Overall)", got)
+	}
+	for _, name := range []string{"overall", "OverAll"} {
+		pub, priv := testKey(t, 1)
+		bad := NewEvidence(c)
+		bad.segment(name).Requests = 1
+		sb, err := SignBatch(&Batch{DeploymentID: "shd_demo", AgentID: "agent-1", Sequence: 1, Evidence: bad}, priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = VerifyBatch(sb, Expectation{DeploymentID: "shd_demo", AgentID: "agent-1", PublicKey: pub})
+		if !errors.Is(err, ErrSegmentName) || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("batch with segment %q: got %v, want ErrSegmentName saying the name is reserved", name, err)
+		}
 	}
 }
 

@@ -204,7 +204,7 @@ func TestHTMLEscaping(t *testing.T) {
 	// No tag in the document comes from data: the only elements are the
 	// template's own.
 	allowed := map[string]bool{}
-	for _, tag := range strings.Fields("html head meta title style body main header h1 h2 h3 h4 p table thead tbody tr th td nav ol li a span div code pre section ul figure svg rect line text figcaption i br") {
+	for _, tag := range strings.Fields("html head meta title style body main header h1 h2 h3 h4 p table thead tbody tr th td nav ol li a span div code pre section ul figure svg rect line text figcaption i br bdi") {
 		allowed[tag] = true
 	}
 	for _, m := range regexp.MustCompile(`<([a-zA-Z][a-zA-Z0-9]*)`).FindAllStringSubmatch(html, -1) {
@@ -236,7 +236,7 @@ func TestHTMLNoExternalReferences(t *testing.T) {
 func TestHTMLContent(t *testing.T) {
 	html := string(renderHTML(t, richReport(), nil))
 	for _, want := range []string{
-		"Dávid Kovács (dave)", "2026-11-23 09:30:00 UTC", "approved", // §11.50: name, time, meaning
+		"<bdi>Dávid Kovács</bdi> (<bdi>dave</bdi>)", "2026-11-23 09:30:00 UTC", "approved", // §11.50: name, time, meaning
 		"qmGJxNMMb0NvSxJKj2KKlcdOi31jnA/MmeYnTd4DL2k=", "§11.50", "Art. 12", "Annex IV(6)", "SR 26-2",
 		"evidence.latency", "approvals.insufficient",
 	} {

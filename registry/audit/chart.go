@@ -85,7 +85,7 @@ func clampName(s string) string {
 }
 
 func evidenceSegments(e Evidence) []Segment {
-	return append([]Segment{withName(e.Overall, "overall")}, sortedSegments(e.Segments)...)
+	return append([]Segment{withName(e.Overall, OverallSegment)}, sortedSegments(e.Segments)...)
 }
 
 // axis draws ticks for [lo, hi] across the plot area.

@@ -132,7 +132,7 @@ var registers = []register{
 			{"code_commit", tText, "Commit of the training code."},
 			{"ci_run_url", tText, "CI run that produced the version (text, not followed)."},
 			{"base_model", tDigest, "Digest of the version this one was tuned from."},
-			{"aliases", tList, "Aliases pointing at the version when the export was made."},
+			{"aliases", tList, "Aliases pointing at the version at the end of the range, as the alias moves within the range left them; an alias last moved before the range is not listed."},
 			{"revoked", tBool, "Whether the version has been revoked."},
 			{"revoked_at", tTime, "When it was revoked."},
 			{"revoked_by", tText, "Printed name (id) of who revoked it."},
@@ -413,7 +413,7 @@ var registers = []register{
 			{"started_at", tTime, "When the deployment started."},
 			{"updated_at", tTime, "When its evidence was last updated."},
 			{"min_sample", tInt, "Compared pairs below which a segment is insufficient."},
-			{"segment", tText, "Segment name; overall for the merge of all segments."},
+			{"segment", tText, "Segment name; (overall) for the merge of all segments (the parentheses keep it apart from any segment's name)."},
 			{"n", tInt, "Compared pairs."},
 			{"sufficient", tBool, "n >= min_sample and n > 0; an insufficient segment is no evidence."},
 			{"requests", tInt, "Requests seen by the proxy."},
@@ -442,8 +442,7 @@ var registers = []register{
 		},
 		rows: func(r *Report, emit emitFunc) error {
 			for _, e := range r.Evidence {
-				segs := append([]Segment{withName(e.Overall, "overall")}, sortedSegments(e.Segments)...)
-				for _, s := range segs {
+				for _, s := range evidenceSegments(e) {
 					var dm, dx string
 					if s.NumericDelta != nil {
 						dm, dx = csvNum(s.NumericDelta.MeanAbs), csvNum(s.NumericDelta.MaxAbs)
@@ -512,18 +511,38 @@ func orName(a Actor) string {
 	return a.ID
 }
 
+// exceptionRow is an exception with its subject and detail as phrases, for
+// the HTML; Subject and Detail hold the same text.
+type exceptionRow struct {
+	Exception
+	Subj, Det phrase
+}
+
 // exceptionRows lists Report.Exceptions and the denied decisions, merged by
 // ledger index (stable: exceptions first at equal indexes).
-func exceptionRows(r *Report) []Exception {
-	out := slices.Clone(r.Exceptions)
-	for _, d := range deniedDecisions(r.Decisions) {
-		out = append(out, Exception{
-			LedgerIndex: d.LedgerIndex, At: d.At, Kind: "promotion.denied", Model: d.Model,
-			Subject: d.Alias + " → " + versionRef(d.ToLabel, d.ToVersion) + " (request " + d.RequestID + ")",
-			Actor:   d.Requester, Detail: "deny: " + denyRules(d),
-		})
+func exceptionRows(r *Report) []exceptionRow {
+	out := make([]exceptionRow, 0, len(r.Exceptions))
+	for _, e := range r.Exceptions {
+		out = append(out, exceptionRow{e, phrase{}.value(e.Subject), phrase{}.value(e.Detail)})
 	}
-	slices.SortStableFunc(out, func(a, b Exception) int { return cmp.Compare(a.LedgerIndex, b.LedgerIndex) })
+	for _, d := range deniedDecisions(r.Decisions) {
+		subj := phrase{}.value(d.Alias).words(" → ").cat(refPhrase(d.ToLabel, d.ToVersion)).words(" (request ").value(d.RequestID).words(")")
+		det := phrase{}.words("deny: ")
+		for _, x := range d.Rules {
+			if x.Outcome != "deny" {
+				continue
+			}
+			if len(det) > 1 {
+				det = det.words(", ")
+			}
+			det = det.value(x.Rule)
+		}
+		out = append(out, exceptionRow{Exception{
+			LedgerIndex: d.LedgerIndex, At: d.At, Kind: "promotion.denied", Model: d.Model,
+			Subject: subj.String(), Actor: d.Requester, Detail: det.String(),
+		}, subj, det})
+	}
+	slices.SortStableFunc(out, func(a, b exceptionRow) int { return cmp.Compare(a.LedgerIndex, b.LedgerIndex) })
 	return out
 }
 

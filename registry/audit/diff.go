@@ -3,6 +3,7 @@ package audit
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -203,6 +204,48 @@ type fileChange struct {
 	Status         string
 	Added, Removed int
 	Hunks          []hunk
+	// Whitespace describes a modification that changes only whitespace
+	// ("trailing newline added", "line endings", …); "" otherwise. Such a
+	// change can show +0 −0 or pairs of lines that look the same.
+	Whitespace string
+}
+
+// Summary is the change in figures, as the diff's heading shows it:
+// "modified, +2 −1", with the kind of a whitespace-only change.
+func (c fileChange) Summary() string {
+	s := c.Status + ", +" + strconv.Itoa(c.Added) + " −" + strconv.Itoa(c.Removed)
+	if c.Whitespace != "" {
+		s += "; whitespace only: " + c.Whitespace
+	}
+	return s
+}
+
+// whitespaceChange describes how old and cur, which differ, differ when
+// they differ only in ASCII whitespace; "" when they differ otherwise.
+func whitespaceChange(old, cur string) string {
+	switch {
+	case old+"\n" == cur:
+		return "trailing newline added"
+	case old == cur+"\n":
+		return "trailing newline removed"
+	}
+	lf := func(s string) string { return strings.ReplaceAll(s, "\r\n", "\n") }
+	if lf(old) == lf(cur) {
+		return "line endings changed (CRLF and LF)"
+	}
+	squeeze := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			switch r {
+			case ' ', '\t', '\n', '\r', '\v', '\f':
+				return -1
+			}
+			return r
+		}, s)
+	}
+	if squeeze(old) == squeeze(cur) {
+		return "spaces, tabs or line breaks changed"
+	}
+	return ""
 }
 
 // policyDiff compares two sets' files by name, in name order. Unchanged
@@ -236,6 +279,8 @@ func policyDiff(prev, cur []PolicyFile) []fileChange {
 			fc.Status = "added"
 		case !inNew:
 			fc.Status = "removed"
+		default:
+			fc.Whitespace = whitespaceChange(o, c)
 		}
 		lines := lineDiff(splitLines(o), splitLines(c))
 		for _, l := range lines {

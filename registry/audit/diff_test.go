@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -61,6 +63,53 @@ func TestLineDiff(t *testing.T) {
 	}
 }
 
+// TestLineDiffRandom: on random texts over a small alphabet (many equal
+// lines, the hard case), the script rebuilds both sides, is minimal, numbers
+// its lines right, and its hunks show every change once.
+func TestLineDiffRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	gen := func() []string {
+		out := make([]string, rng.IntN(30))
+		for i := range out {
+			out[i] = string(rune('a' + rng.IntN(4)))
+		}
+		return out
+	}
+	for range 3000 {
+		a, b := gen(), gen()
+		s := lineDiff(a, b)
+		ga, gb := apply(s)
+		if !slices.Equal(ga, a) || !slices.Equal(gb, b) {
+			t.Fatalf("diff(%q, %q) rebuilds %q, %q", a, b, ga, gb)
+		}
+		eq, changes := 0, 0
+		for _, l := range s {
+			if l.Op == opEqual {
+				eq++
+			} else {
+				changes++
+			}
+			if l.Op != opIns && (l.Old < 1 || a[l.Old-1] != l.Text) || l.Op != opDel && (l.New < 1 || b[l.New-1] != l.Text) {
+				t.Fatalf("diff(%q, %q): line %+v has wrong line numbers", a, b, l)
+			}
+		}
+		if want := lcsLen(a, b); eq != want {
+			t.Fatalf("diff(%q, %q): got %d common lines, want %d (not minimal)", a, b, eq, want)
+		}
+		shown := 0
+		for _, h := range hunks(s, 3) {
+			for _, l := range h.Lines {
+				if l.Op != opEqual {
+					shown++
+				}
+			}
+		}
+		if shown != changes {
+			t.Fatalf("diff(%q, %q): hunks show %d changes, want %d", a, b, shown, changes)
+		}
+	}
+}
+
 func TestLineDiffGivesUp(t *testing.T) {
 	var a, b []string
 	for i := range 3000 {
@@ -94,7 +143,8 @@ func TestPolicyDiff(t *testing.T) {
 }
 
 // FuzzRender: any strings in a report render to HTML, CSV and PDF without
-// error or panic, and no data string becomes markup.
+// error or panic, no data string becomes markup, and no invisible character
+// reaches the HTML.
 func FuzzRender(f *testing.F) {
 	for _, s := range []string{"", "<script>alert(1)</script>", "=1+1", "😀\x00\u202e", "a\nb\r\nc", strings.Repeat("x", 500)} {
 		f.Add(s, s)
@@ -106,10 +156,15 @@ func FuzzRender(f *testing.F) {
 		r.Approvals[0].Approver.Name = name
 		r.Approvals[0].Comment = text
 		r.PolicySets[1].Files[0].Text = text
-		r.Evidence[0].Segments[0].Name = name
+		if name != OverallSegment { // Validate refuses that one
+			r.Evidence[0].Segments[0].Name = name
+		}
 		html := string(renderHTML(t, r, nil))
 		if strings.Contains(name, "<") && strings.Contains(html, name) && strings.ContainsAny(name, "abcdefghijklmnopqrstuvwxyz") {
 			t.Errorf("unescaped %q in HTML", name)
+		}
+		if i := hiddenIndex(html); i >= 0 {
+			t.Errorf("HTML holds a hidden character: %q", html[max(0, i-20):min(len(html), i+20)])
 		}
 		renderCSV(t, r)
 		renderPDF(t, r, nil)

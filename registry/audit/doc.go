@@ -30,12 +30,22 @@
 //     context. CSV cells that a spreadsheet would evaluate as a formula (first
 //     character =, +, -, @, tab or carriage return) are prefixed with a single
 //     quote; the data dictionary says so.
+//   - What a reader sees is what is recorded. Invisible characters (bidi
+//     controls such as U+202E, every other Unicode format character, control
+//     characters) are printed in the HTML and the PDF as a visible marker,
+//     ‹U+202E›, and carriage returns in policy diffs as ‹U+000D›; the CSV
+//     keeps the exact value. In the HTML every value printed as text is
+//     isolated in <bdi>, so right-to-left letters cannot reorder the words
+//     around it; policy lines stay left to right. The overall evidence
+//     summary is labelled (overall), a name no segment can have.
 //   - Every signature and approval is shown with the signer's printed name,
 //     the UTC date and time, and the meaning of the signature.
 //   - Scale: tables in the PDF are capped (Options.PDFRowLimit, default 500
 //     rows) and HTML tables too (Options.HTMLRowLimit, default 5,000); a capped
 //     table says how many rows it left out and names the CSV register that
-//     holds all of them. CSV registers are never capped.
+//     holds all of them. CSV registers are never capped. In the PDF each cell
+//     and paragraph is capped at 40 lines, runs of blank lines shown as one,
+//     so a value of any length adds at most about a page.
 //
 // The regulatory crosswalk ([Crosswalk]) maps clauses of 21 CFR Part 11, the
 // EU AI Act and the Federal Reserve's SR 26-2 (which carries SR 11-7's model

@@ -95,16 +95,18 @@ func short(d string) string {
 
 // person is the printed name with the principal id, as a signature register
 // shows it: "Carol Müller (carol)".
-func person(a Actor) string {
+func person(a Actor) string { return personPhrase(a).String() }
+
+func personPhrase(a Actor) phrase {
 	switch {
 	case a.Name != "" && a.ID != "" && a.Name != a.ID:
-		return a.Name + " (" + a.ID + ")"
+		return phrase{}.value(a.Name).words(" (").value(a.ID).words(")")
 	case a.Name != "":
-		return a.Name
+		return phrase{}.value(a.Name)
 	case a.ID != "":
-		return a.ID
+		return phrase{}.value(a.ID)
 	}
-	return "—"
+	return phrase{}.words("—")
 }
 
 func orDash(s string) string {
@@ -121,12 +123,35 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func versionRef(label, digest string) string {
+func versionRef(label, digest string) string { return refPhrase(label, digest).String() }
+
+func refPhrase(label, digest string) phrase {
 	if label != "" {
-		return label + " (" + short(digest) + ")"
+		return phrase{}.value(label).words(" (").value(short(digest)).words(")")
 	}
-	return short(digest)
+	return phrase{}.value(short(digest))
 }
+
+// provenance is the cover's statement of where the report's values come
+// from. The PDF and the HTML print it alike.
+const provenance = "Every value in this report comes from the ledger (the entries of the range, the documents they name by digest and the signed checkpoint), except the export's own details on this page (when, for whom, by which software, the scope asked) and the shadow evidence summaries, which are the registry's aggregate when the export was made: the signed batches merged into them are ledger entries, the summaries are not."
+
+// aliasNote explains the inventory's aliases column (Version.Aliases).
+const aliasNote = "Aliases at range end: the aliases that the alias moves within the range left pointing at the version. An alias last moved before the range is not shown; the alias history lists every move in it."
+
+// evidenceNote heads the shadow evidence section.
+func evidenceNote(r *Report) string {
+	return "These summaries are the registry's aggregate of the signed evidence batches at " + humanTime(r.GeneratedAt) +
+		", when the export was made: the batches are ledger entries, the summaries are not. The row " + OverallSegment +
+		" merges all segments."
+}
+
+// OverallSegment labels the overall summary (the merge of all segments) in
+// every rendering. Its parentheses are outside shadow's segment naming
+// policy, so no segment can carry it (Validate refuses one that does); a
+// segment named "overall", which older summaries may hold, is printed as
+// the segment it is.
+const OverallSegment = "(overall)"
 
 func sortedSegments(s []Segment) []Segment {
 	out := slices.Clone(s)
@@ -165,16 +190,6 @@ func deniedDecisions(ds []Decision) []Decision {
 		}
 	}
 	return out
-}
-
-func denyRules(d Decision) string {
-	var ids []string
-	for _, r := range d.Rules {
-		if r.Outcome == "deny" {
-			ids = append(ids, r.Rule)
-		}
-	}
-	return strings.Join(ids, ", ")
 }
 
 // SetSegments replaces e.Segments with the entries of m (the policy input's

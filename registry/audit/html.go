@@ -15,19 +15,35 @@ import (
 //go:embed report.html.tmpl
 var reportTemplate string
 
+// Every untrusted value the template prints as text goes through v (or a
+// function built on phrase) and so is isolated in <bdi>: its letters' writing
+// direction cannot reorder the words around it. Attribute values and the
+// <title> are plain text. Invisible characters are made visible after
+// rendering (see RenderHTML).
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
-	"time":         humanTime,
-	"short":        short,
-	"person":       person,
-	"num":          num,
-	"count":        func(n any) string { return count(toUint(n)) },
-	"size":         size,
-	"yesno":        yesNo,
-	"verdict":      verdict,
-	"orDash":       orDash,
-	"ref":          versionRef,
-	"signer":       signerName,
-	"meaning":      signatureMeaning,
+	"v":     isolate,
+	"time":  humanTime,
+	"short": func(d string) template.HTML { return isolate(short(d)) },
+	"person": func(a Actor) template.HTML {
+		return personPhrase(a).HTML()
+	},
+	"num":     num,
+	"count":   func(n any) string { return count(toUint(n)) },
+	"size":    size,
+	"yesno":   yesNo,
+	"verdict": verdict,
+	"orDash":  orDashHTML,
+	"ref": func(label, digest string) template.HTML {
+		return refPhrase(label, digest).HTML()
+	},
+	"signer":  func(s Signature) template.HTML { return isolate(signerName(s)) },
+	"meaning": func(s Signature) template.HTML { return isolate(signatureMeaning(s)) },
+	"dash": func(p phrase) template.HTML {
+		if p.String() == "" {
+			return "—"
+		}
+		return p.HTML()
+	},
 	"coord":        fmtCoord,
 	"sectionTitle": sectionTitle,
 	"outcomeClass": func(o string) string {
@@ -47,7 +63,17 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 		return "ctx"
 	},
 	"opSign": func(op opKind) string { return string(rune(op)) },
+	// A policy line, carriage return shown: a CRLF line and an LF line
+	// otherwise look the same.
+	"code": func(s string) template.HTML { return template.HTML(template.HTMLEscapeString(showCR(s))) },
 }).Parse(reportTemplate))
+
+func orDashHTML(s string) template.HTML {
+	if s == "" {
+		return "—"
+	}
+	return isolate(s)
+}
 
 func toUint(n any) uint64 {
 	switch v := n.(type) {
@@ -149,12 +175,12 @@ func buildDossiers(r *Report, limit int) (ds []dossier, omitted int) {
 
 // sigRow is one line of the signature register as people read it.
 type sigRow struct {
-	Name    string
+	Name    phrase
 	At      time.Time
 	Meaning string
 	Kind    string
-	Record  string
-	Check   string
+	Record  phrase
+	Check   phrase
 	index   uint64
 }
 
@@ -166,37 +192,38 @@ func signatureView(r *Report) []sigRow {
 	for i < len(r.Signatures) || j < len(r.Approvals) {
 		if j >= len(r.Approvals) || (i < len(r.Signatures) && r.Signatures[i].LedgerIndex <= r.Approvals[j].LedgerIndex) {
 			s := r.Signatures[i]
-			check := "invalid"
+			check := phrase{}.words("invalid")
 			if s.Valid {
-				check = "valid"
+				check = phrase{}.words("valid")
 			}
 			if s.Trusted {
-				check += ", trusted"
+				check = check.words(", trusted")
 			} else {
-				check += ", not trusted"
+				check = check.words(", not trusted")
 			}
 			if s.Method != "" {
-				check += " (" + s.Method + ")"
+				check = check.words(" (").value(s.Method).words(")")
 			}
 			if s.Error != "" {
-				check += ": " + s.Error
+				check = check.words(": ").value(s.Error)
 			}
-			rows = append(rows, sigRow{signerName(s), s.At, signatureMeaning(s), "artifact signature",
-				s.Model + " " + versionRef(s.Label, s.Version), check, s.LedgerIndex})
+			rows = append(rows, sigRow{phrase{}.value(signerName(s)), s.At, signatureMeaning(s), "artifact signature",
+				phrase{}.value(s.Model).words(" ").cat(refPhrase(s.Label, s.Version)), check, s.LedgerIndex})
 			i++
 			continue
 		}
 		a := r.Approvals[j]
-		check := "recorded by authenticated principal " + orDash(a.Approver.ID)
+		check := phrase{}.words("recorded by authenticated principal ").value(orDash(a.Approver.ID))
 		if a.Signed {
 			if a.SignatureValid {
-				check += "; key signature valid"
+				check = check.words("; key signature valid")
 			} else {
-				check += "; key signature INVALID"
+				check = check.words("; key signature INVALID")
 			}
 		}
-		rows = append(rows, sigRow{person(a.Approver), a.At, a.Meaning, "approval",
-			a.Model + " " + a.Alias + " → " + versionRef(a.Label, a.Version) + " (request " + a.RequestID + ")", check, a.LedgerIndex})
+		rows = append(rows, sigRow{personPhrase(a.Approver), a.At, a.Meaning, "approval",
+			phrase{}.value(a.Model).words(" ").value(a.Alias).words(" → ").cat(refPhrase(a.Label, a.Version)).
+				words(" (request ").value(a.RequestID).words(")"), check, a.LedgerIndex})
 		j++
 	}
 	return rows
@@ -294,7 +321,7 @@ type htmlView struct {
 	DossiersOmitted int
 	SigRows         *table[sigRow]
 	Moves           *table[AliasMove]
-	Exceptions      *table[Exception]
+	Exceptions      *table[exceptionRow]
 	Policies        []policyView
 	Evidence        []evidenceView
 	Access          *table[AccessChange]
@@ -302,6 +329,9 @@ type htmlView struct {
 	FormulaGuard    string
 	CrosswalkNote   string
 	Crosswalk       []Clause
+	Provenance      string
+	AliasNote       string
+	EvidenceNote    string
 }
 
 // RenderHTML writes the single-file HTML report. opts may be nil.
@@ -326,6 +356,9 @@ func RenderHTML(w io.Writer, r *Report, opts *Options) error {
 		FormulaGuard:  formulaGuard,
 		CrosswalkNote: CrosswalkNote,
 		Crosswalk:     Crosswalk(),
+		Provenance:    provenance,
+		AliasNote:     aliasNote,
+		EvidenceNote:  evidenceNote(r),
 	}
 	v.Dossiers, v.DossiersOmitted = buildDossiers(r, o.DossierLimit)
 	// Render into memory first so that a template error leaves w untouched.
@@ -333,7 +366,15 @@ func RenderHTML(w io.Writer, r *Report, opts *Options) error {
 	if err := htmlTemplate.Execute(&buf, v); err != nil {
 		return fmt.Errorf("rendering html report: %w", err)
 	}
-	if _, err := w.Write(buf.Bytes()); err != nil {
+	// The template's own text has no invisible characters (a test checks),
+	// and escaping leaves them as they are, so every one in the output
+	// comes from a value: each is replaced by its visible marker, which
+	// holds no character HTML treats specially in any context.
+	out := buf.Bytes()
+	if hiddenIndexBytes(out) >= 0 {
+		out = []byte(showHidden(buf.String()))
+	}
+	if _, err := w.Write(out); err != nil {
 		return fmt.Errorf("writing html report: %w", err)
 	}
 	return nil

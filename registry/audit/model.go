@@ -139,8 +139,9 @@ type Version struct {
 	// Labels are rendered sorted by key.
 	Labels  map[string]string `json:"labels,omitempty"`
 	Lineage Lineage           `json:"lineage,omitzero"`
-	// Aliases are the aliases pointing at this version when the export was
-	// made.
+	// Aliases are the aliases pointing at this version at the end of the
+	// range, as the alias moves within the range left them: an alias last
+	// moved before the range is not among them. The reports say so.
 	Aliases    []string    `json:"aliases,omitempty"`
 	Revocation *Revocation `json:"revocation,omitempty"`
 }
@@ -320,7 +321,8 @@ type NumericDelta struct {
 // input's evidence segment, so the exporter can decode a stored summary into
 // it directly.
 type Segment struct {
-	// Name is set from the segments map key (or "overall").
+	// Name is set from the segments map key. The renderers label the
+	// overall summary OverallSegment whatever its Name.
 	Name          string        `json:"-"`
 	N             uint64        `json:"n"`
 	Sufficient    bool          `json:"sufficient"`
@@ -340,7 +342,8 @@ type Segment struct {
 	NumericDelta  *NumericDelta `json:"numeric_delta,omitempty"`
 }
 
-// Evidence is a shadow deployment's evidence summary at export time.
+// Evidence is a shadow deployment's evidence summary at export time: the
+// registry's aggregate of the signed batches, not itself a ledger entry.
 type Evidence struct {
 	DeploymentID   string    `json:"deployment_id"`
 	Model          string    `json:"model"`
@@ -420,6 +423,10 @@ func (r *Report) Validate() error {
 	for i, e := range r.Evidence {
 		seen := make(map[string]bool, len(e.Segments))
 		for _, s := range e.Segments {
+			if s.Name == OverallSegment {
+				// It would print as a second overall row.
+				return fmt.Errorf("%w: evidence %d (%q): a segment is named %q, the label of the overall summary", ErrInvalidReport, i, e.DeploymentID, s.Name)
+			}
 			if seen[s.Name] {
 				return fmt.Errorf("%w: evidence %d (%q): duplicate segment %q", ErrInvalidReport, i, e.DeploymentID, s.Name)
 			}

@@ -23,8 +23,15 @@ import (
 // Two things about fpdf shape this file:
 //   - fpdf indexes its width tables by rune and can panic on a rune beyond
 //     the font's table (an emoji in a model name). Every string goes through
-//     pdfText, which replaces runes the font has no glyph for with '?', and
-//     control characters with spaces. The HTML and CSV keep the exact text.
+//     pdfText, which prints invisible characters (bidi and other format
+//     controls, control characters) as the marker the HTML shows, ‹U+202E›,
+//     replaces runes the font has no glyph for with '?', and tabs and
+//     carriage returns with spaces. The CSV keeps the exact text.
+//   - A table row is drawn in one piece, so a cell taller than a page would
+//     spill one page per line. wrap caps every cell (and every paragraph) at
+//     maxCellRows lines, blank lines included, and folds runs of blank lines
+//     into one, so the page count is bounded by the number of rows whatever
+//     the text holds.
 //   - fpdf records errors instead of returning them; Err is checked at the
 //     end, and a panic inside fpdf is turned into an error so that untrusted
 //     data can never crash the caller.
@@ -93,6 +100,8 @@ func (d *pdfDoc) pdfText(s string) string {
 		switch {
 		case r == '\n':
 			b.WriteRune(r)
+		case hiddenRune(r):
+			b.WriteString(runeMarker(r))
 		case unicode.IsControl(r) || unicode.IsSpace(r):
 			b.WriteByte(' ')
 		case d.has(font, cache, r):
@@ -108,7 +117,9 @@ func (d *pdfDoc) has(font *sfnt.Font, cache map[rune]bool, r rune) bool {
 	if r == '\n' {
 		return true
 	}
-	if r < 0x20 || r > 0xFFFF || unicode.IsControl(r) {
+	// An invisible character is never drawn as it is, glyph or not: the
+	// slow path shows its marker.
+	if r < 0x20 || r > 0xFFFF || unicode.IsControl(r) || hiddenRune(r) {
 		return false
 	}
 	if v, ok := cache[r]; ok {
@@ -160,21 +171,21 @@ func (d *pdfDoc) h2(s string) {
 	d.f.Ln(2)
 	d.font("B", 11)
 	d.f.SetTextColor(d.color("headerbg"))
-	d.f.MultiCell(bodyW, 5.5, d.pdfText(s), "", "L", false)
+	d.block(s, bodyW, 5.5, false)
 	d.f.SetTextColor(0x22, 0x22, 0x22)
 	d.f.Ln(1)
 }
 
 func (d *pdfDoc) para(s string) {
 	d.font("", 9)
-	d.f.MultiCell(bodyW, lineH+0.5, d.pdfText(s), "", "L", false)
+	d.block(s, bodyW, lineH+0.5, false)
 	d.f.Ln(1)
 }
 
 func (d *pdfDoc) note(s string) {
 	d.font("", 8)
 	d.f.SetTextColor(d.color("subtle"))
-	d.f.MultiCell(bodyW, lineH, d.pdfText(s), "", "L", false)
+	d.block(s, bodyW, lineH, false)
 	d.f.SetTextColor(0x22, 0x22, 0x22)
 	d.f.Ln(1)
 }
@@ -186,18 +197,30 @@ type pdfCol struct {
 	mono  bool
 }
 
-// wrap splits s into lines that fit width w in the current font, at most
-// maxCellRows lines.
+// cutMark ends a cell or paragraph that wrap cut.
+const cutMark = "[…cut; the HTML report and the CSV registers hold the full text]"
+
+// wrap splits s into lines that fit width w in the current font: at most
+// maxCellRows lines, with each run of blank (or blank-looking) lines shown
+// as one.
 func (d *pdfDoc) wrap(s string, w float64) []string {
 	var lines []string
-	for _, para := range strings.Split(d.pdfText(s), "\n") {
-		if para == "" {
+	blank := false
+	for para := range strings.SplitSeq(d.pdfText(s), "\n") {
+		if strings.TrimSpace(para) == "" {
+			if blank {
+				continue
+			}
+			blank = true
 			lines = append(lines, "")
-			continue
+		} else {
+			blank = false
+			lines = append(lines, d.f.SplitText(para, w)...)
 		}
-		lines = append(lines, d.f.SplitText(para, w)...)
+		// After every line, blank ones included: a text of newlines alone
+		// must not make a cell taller than a page.
 		if len(lines) > maxCellRows {
-			lines = append(lines[:maxCellRows-1], "[…cut; see the CSV register]")
+			lines = append(lines[:maxCellRows-1], d.pdfText(cutMark))
 			break
 		}
 	}
@@ -205,6 +228,17 @@ func (d *pdfDoc) wrap(s string, w float64) []string {
 		lines = []string{""}
 	}
 	return lines
+}
+
+// block writes s as lines of height h across width w from the current
+// position, wrapped and capped like a cell, breaking pages between lines.
+// The current font must be set.
+func (d *pdfDoc) block(s string, w, h float64, fill bool) {
+	for _, l := range d.wrap(s, w) {
+		d.room(h)
+		d.f.SetX(margin)
+		d.f.CellFormat(w, h, l, "", 1, "L", fill, 0, "")
+	}
 }
 
 func (d *pdfDoc) tableHeader(cols []pdfCol) {
@@ -382,7 +416,7 @@ func (d *pdfDoc) diff(v policyView) {
 	for _, c := range v.Changes {
 		d.font("B", 8)
 		d.room(10)
-		d.f.MultiCell(bodyW, lineH, d.pdfText(fmt.Sprintf("%s (%s, +%d -%d)", c.Name, c.Status, c.Added, c.Removed)), "", "L", false)
+		d.block(c.Name+" ("+c.Summary()+")", bodyW, lineH, false)
 		for _, h := range c.Hunks {
 			lines := []diffLine{{Op: '@', Text: fmt.Sprintf("@@ -%d +%d @@", h.OldStart, h.NewStart)}}
 			lines = append(lines, h.Lines...)
@@ -402,7 +436,7 @@ func (d *pdfDoc) diff(v policyView) {
 				}
 				text := l.Text
 				if l.Op != '@' {
-					text = string(rune(l.Op)) + " " + strings.ReplaceAll(l.Text, "\t", "    ")
+					text = string(rune(l.Op)) + " " + strings.ReplaceAll(showCR(l.Text), "\t", "    ")
 				}
 				for _, part := range d.wrap(text, bodyW) {
 					d.room(3.2)
@@ -417,20 +451,10 @@ func (d *pdfDoc) diff(v policyView) {
 	}
 }
 
-// RenderPDF writes report.pdf. opts may be nil.
-func RenderPDF(w io.Writer, r *Report, opts *Options) (err error) {
-	if err := r.Validate(); err != nil {
-		return err
-	}
-	if err := loadGlyphs(); err != nil {
-		return fmt.Errorf("parsing embedded fonts: %w", err)
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("rendering pdf report: internal error: %v", p)
-		}
-	}()
-	d := &pdfDoc{o: opts.withDefaults(), r: r, cache: map[rune]bool{}, mcache: map[rune]bool{}}
+// newPDFDoc sets up an empty document for r: fonts, margins, metadata and
+// the page footer. loadGlyphs must have succeeded.
+func newPDFDoc(r *Report, o Options) *pdfDoc {
+	d := &pdfDoc{o: o, r: r, cache: map[rune]bool{}, mcache: map[rune]bool{}}
 	f := fpdf.New("P", "mm", "A4", "")
 	d.f = f
 	f.SetCompression(true)
@@ -457,6 +481,24 @@ func RenderPDF(w io.Writer, r *Report, opts *Options) (err error) {
 		f.CellFormat(bodyW/2, 4, fmt.Sprintf("page %d of {nb}", f.PageNo()), "", 0, "R", false, 0, "")
 		f.SetTextColor(0x22, 0x22, 0x22)
 	})
+	return d
+}
+
+// RenderPDF writes report.pdf. opts may be nil.
+func RenderPDF(w io.Writer, r *Report, opts *Options) (err error) {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	if err := loadGlyphs(); err != nil {
+		return fmt.Errorf("parsing embedded fonts: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("rendering pdf report: internal error: %v", p)
+		}
+	}()
+	d := newPDFDoc(r, opts.withDefaults())
+	f := d.f
 
 	d.cover()
 	d.integrity()
@@ -494,7 +536,7 @@ func (d *pdfDoc) cover() {
 	f.SetXY(margin, 22)
 	d.font("B", 22)
 	f.Bookmark(d.pdfText(sectionTitle("cover")), 0, -1)
-	f.MultiCell(bodyW, 10, d.pdfText(r.title()), "", "L", false)
+	d.block(r.title(), bodyW, 10, false)
 	d.font("", 10)
 	gen := "Generated " + humanTime(r.GeneratedAt)
 	if r.GeneratedBy.ID != "" {
@@ -503,7 +545,7 @@ func (d *pdfDoc) cover() {
 	if r.Generator != "" {
 		gen += " by " + r.Generator
 	}
-	f.MultiCell(bodyW, 5, d.pdfText(gen), "", "L", false)
+	d.block(gen, bodyW, 5, false)
 	f.SetTextColor(0x22, 0x22, 0x22)
 	f.SetXY(margin, 80)
 	d.h2(sectionTitle("cover"))
@@ -530,7 +572,7 @@ func (d *pdfDoc) cover() {
 		rows = append(rows, [2]string{"Note", n})
 	}
 	d.kv(rows)
-	d.note(fmt.Sprintf("Every value in this report comes from the ledger. Times are UTC. Tables in this PDF show at most %d rows; each register in full is in the CSV file the table names.", d.o.PDFRowLimit))
+	d.note(fmt.Sprintf("%s Times are UTC. Tables in this PDF show at most %d rows; each register in full is in the CSV file the table names.", provenance, d.o.PDFRowLimit))
 	d.h2("Contents")
 	d.font("", 9)
 	for i, s := range Sections {
@@ -552,11 +594,11 @@ func (d *pdfDoc) integrity() {
 		d.h2("Signed checkpoint")
 		d.monoFont(7.5)
 		d.f.SetFillColor(0xf6, 0xf6, 0xf6)
-		d.f.MultiCell(bodyW, 3.8, d.pdfText(in.Checkpoint), "", "L", true)
+		d.block(in.Checkpoint, bodyW, 3.8, true)
 		d.f.Ln(2)
 	}
 	d.h2("How to verify")
-	d.para("1. Run `hallmark audit verify` on the export bundle: it checks the checkpoint's signature with the log key above, the inclusion of every entry in the range, that every decision replays to its recorded result and that every version's signature verifies, and names each failure.")
+	d.para("1. Run `hallmark audit verify` on the export bundle: it checks the checkpoint's signature with the log key above, the inclusion of every entry in the range, that every decision replays to its recorded result and that every version signature recorded as valid verifies again with the same key (one recorded as invalid is shown as recorded), and names each failure.")
 	d.para("2. By hand: check the checkpoint note's signature with the log key (a C2SP signed note, Ed25519); recompute the RFC 6962 Merkle root over the entries (leaf = SHA-256(0x00 || entry), node = SHA-256(0x01 || left || right)) and compare it with the root hash above.")
 	d.para("3. Compare this report with the ledger: each register row carries its ledger index.")
 	if len(in.BundleFiles) > 0 {
@@ -577,8 +619,11 @@ func (d *pdfDoc) inventory() {
 	}
 	d.table([]pdfCol{{"Model", .13, false, false}, {"Label", .08, false, false}, {"Digest", .14, false, true},
 		{"Created (UTC)", .13, false, false}, {"Created by", .14, false, false}, {"Framework", .08, false, false},
-		{"Files", .05, true, false}, {"Size", .08, true, false}, {"Aliases", .09, false, false}, {"Status", .08, false, false}},
+		{"Files", .05, true, false}, {"Size", .08, true, false}, {"Aliases at range end", .09, false, false}, {"Status", .08, false, false}},
 		rows, "versions.csv")
+	if len(rows) > 0 {
+		d.note(aliasNote)
+	}
 }
 
 func rulesText(d Decision) string {
@@ -647,7 +692,7 @@ func (d *pdfDoc) dossiers() {
 			rows = append(rows, [2]string{"Description", v.Description})
 		}
 		if len(v.Aliases) > 0 {
-			rows = append(rows, [2]string{"Current aliases", strings.Join(v.Aliases, ", ")})
+			rows = append(rows, [2]string{"Aliases at the end of the range", strings.Join(v.Aliases, ", ") + " (moved here within the range)"})
 		}
 		if rv := v.Revocation; rv != nil {
 			rows = append(rows, [2]string{"Revoked", humanTime(rv.At) + " by " + person(rv.By) + ": " + rv.Reason})
@@ -671,15 +716,22 @@ func (d *pdfDoc) dossiers() {
 		d.kv(rows)
 		var sig [][]string
 		for _, s := range x.Signatures {
+			// As the HTML dossier has it.
 			check := "invalid"
 			if s.Valid {
 				check = "valid"
 			}
 			if s.Trusted {
 				check += ", trusted"
+			} else {
+				check += ", not trusted"
+			}
+			check += "; " + orDash(s.Method)
+			if s.KeyFingerprint != "" {
+				check += " " + s.KeyFingerprint
 			}
 			if s.Error != "" {
-				check += ": " + s.Error
+				check += " — " + s.Error
 			}
 			sig = append(sig, []string{signerName(s), humanTime(s.At), signatureMeaning(s), check})
 		}
@@ -696,7 +748,7 @@ func (d *pdfDoc) dossiers() {
 		}
 		var ev []string
 		for _, e := range x.Evidence {
-			ev = append(ev, fmt.Sprintf("Shadow deployment %s against %s at %s: %s compared pairs, agreement %s [%s, %s]",
+			ev = append(ev, fmt.Sprintf("Shadow deployment %s against %s at %s: %s compared pairs (summary at export time), agreement %s [%s, %s]",
 				e.DeploymentID, versionRef(e.BaselineLabel, e.Baseline), e.Alias, count(e.Overall.N),
 				num(e.Overall.Agreement.Rate), num(e.Overall.Agreement.Lower), num(e.Overall.Agreement.Upper)))
 		}
@@ -725,7 +777,7 @@ func (d *pdfDoc) signatures() {
 	d.para("Each electronic signature with the signer's printed name, the date and time (UTC) it was executed, and its meaning.")
 	var rows [][]string
 	for _, s := range signatureView(d.r) {
-		rows = append(rows, []string{s.Name, humanTime(s.At), s.Meaning, s.Kind, s.Record, s.Check})
+		rows = append(rows, []string{s.Name.String(), humanTime(s.At), s.Meaning, s.Kind, s.Record.String(), s.Check.String()})
 	}
 	d.table([]pdfCol{{"Printed name", .16, false, false}, {"Signed (UTC)", .2, false, false}, {"Meaning", .14, false, false},
 		{"Kind", .1, false, false}, {"Record", .23, false, false}, {"Verification", .17, false, false}}, rows, "signatures.csv")
@@ -789,6 +841,8 @@ func (d *pdfDoc) evidence() {
 	d.section("evidence")
 	if len(d.r.Evidence) == 0 {
 		d.note("No shadow evidence in scope.")
+	} else {
+		d.note(evidenceNote(d.r))
 	}
 	for _, v := range evidenceViews(d.r) {
 		e := v.E
