@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,12 +34,13 @@ func (cf *clientFlags) auditClient() auditv1connect.AuditServiceClient {
 }
 
 func runAuditExport(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "audit export", "[--model M] [--from TIME|INDEX] [--to TIME|INDEX] --out report.zip|DIR")
+	fs := newFlagSet(e, "audit export", "[--model M] [--from TIME|INDEX] [--to TIME|INDEX] [--consistent-with CHECKPOINT] --out report.zip|DIR")
 	cf := addClientFlags(fs, e, true)
 	model := fs.String("model", "", "focus the report on this model (the entries of the range are exported whole)")
 	from := fs.String("from", "", "first entry: a ledger index or an RFC 3339 time (default: the first)")
 	to := fs.String("to", "", "last entry: a ledger index or an RFC 3339 time (default: the latest)")
 	out := fs.String("out", "", "write the bundle here: a .zip file, or a directory that is absent or empty")
+	keptFile := fs.String("consistent-with", "", "a checkpoint you kept (an earlier bundle's checkpoint file, or `hallmark ledger checkpoint` output): the bundle proves its checkpoint extends it (verify with --previous-checkpoint)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -47,6 +50,17 @@ func runAuditExport(ctx context.Context, e *env, args []string) error {
 	}
 	if *out == "" {
 		return usagef("--out is required")
+	}
+	var keptSize uint64
+	if *keptFile != "" {
+		_, kept, err := readKeptCheckpoint("--consistent-with", *keptFile)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		if kept.Size == 0 {
+			return usagef("--consistent-with %s: the checkpoint has size 0; every tree extends the empty one, so there is nothing to prove", *keptFile)
+		}
+		keptSize = kept.Size
 	}
 	for name, v := range map[string]string{"--from": *from, "--to": *to} {
 		if _, err := export.ParseBound(v); err != nil {
@@ -61,7 +75,7 @@ func runAuditExport(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintln(e.stderr, "audit export: the server is building the bundle (proofs, policy replays, report)...")
 	start := time.Now()
-	res, err := cf.auditClient().Export(ctx, connect.NewRequest(&auditv1.ExportRequest{Model: *model, From: *from, To: *to}))
+	res, err := cf.auditClient().Export(ctx, connect.NewRequest(&auditv1.ExportRequest{Model: *model, From: *from, To: *to, ConsistentFromSize: keptSize}))
 	if err != nil {
 		return rpcError("exporting", err)
 	}
@@ -90,7 +104,12 @@ func runAuditExport(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "entries:         %d to %d (checkpoint size %d)\n", x.GetFirstIndex(), x.GetLastIndex(), x.GetCheckpointSize())
 	fmt.Fprintf(e.stdout, "manifest sha256: %s\n", x.GetManifestSha256())
 	fmt.Fprintf(e.stdout, "recorded at:     ledger entry %d (hallmark.audit.exported)\n", x.GetExportIndex())
-	fmt.Fprintf(e.stdout, "check it with:   hallmark audit verify %s --log-key <the log's key from the operator>\n", *out)
+	if keptSize == 0 {
+		fmt.Fprintf(e.stdout, "check it with:   hallmark audit verify %s --log-key <the log's key from the operator>\n", *out)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "consistency:     proof from your kept checkpoint's size %d to %d included (%s)\n", keptSize, x.GetCheckpointSize(), export.ConsistencyName)
+	fmt.Fprintf(e.stdout, "check it with:   hallmark audit verify %s --log-key <the log's key from the operator> --previous-checkpoint %s\n", *out, *keptFile)
 	return nil
 }
 
@@ -155,6 +174,41 @@ func readLogKey(s string) (string, error) {
 	return k, nil
 }
 
+// maxCheckpointFile bounds a kept checkpoint file: a checkpoint is a few
+// hundred bytes, even with witness cosignatures.
+const maxCheckpointFile = 64 << 10
+
+// readKeptCheckpoint reads a checkpoint file the auditor kept and parses
+// its text without checking its signature: export only needs its size
+// (the server's proof is checked at verify time), and verify opens it with
+// the bundle's log key itself.
+func readKeptCheckpoint(flag, path string) ([]byte, tlogproof.Checkpoint, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, tlogproof.Checkpoint{}, fmt.Errorf("%s: %w", flag, err)
+	case fi.IsDir():
+		return nil, tlogproof.Checkpoint{}, fmt.Errorf("%s %s is a directory: give the checkpoint file (for an unpacked bundle, %s)", flag, path, filepath.Join(path, export.CheckpointName))
+	case fi.Size() > maxCheckpointFile:
+		return nil, tlogproof.Checkpoint{}, fmt.Errorf("%s %s is %d bytes: a checkpoint is a few hundred (a bundle's checkpoint file, or the output of hallmark ledger checkpoint)", flag, path, fi.Size())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, tlogproof.Checkpoint{}, fmt.Errorf("%s: %w", flag, err)
+	}
+	// A note opened with no verifiers is returned unverified, text parsed.
+	_, err = note.Open(b, note.VerifierList())
+	var unverified *note.UnverifiedNoteError
+	if !errors.As(err, &unverified) {
+		return nil, tlogproof.Checkpoint{}, fmt.Errorf("%s %s is not a signed checkpoint note: %v", flag, path, err)
+	}
+	cp, err := tlogproof.ParseCheckpointText(unverified.Note.Text)
+	if err != nil {
+		return nil, tlogproof.Checkpoint{}, fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	return b, cp, nil
+}
+
 const tofuWarning = `
   *****************************************************************
   *  NO --log-key GIVEN: TRUSTING THE LOG KEY THE BUNDLE CARRIES.  *
@@ -165,10 +219,11 @@ const tofuWarning = `
 `
 
 func runAuditVerify(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "audit verify", "report.zip|DIR [--log-key VKEY|FILE]")
+	fs := newFlagSet(e, "audit verify", "report.zip|DIR [--log-key VKEY|FILE] [--previous-checkpoint FILE]")
 	logKey := fs.String("log-key", "", "the log's note verifier key, or a file holding it (default: trust the bundle's, on first use)")
 	maxShown := fs.Int("max-problems", 100, "list at most this many problems per check")
 	maxEntries := fs.Uint64("max-entries", export.DefaultMaxEntries, "most entries a bundle may cover (match the server's --max-export-entries if it was raised)")
+	keptFile := fs.String("previous-checkpoint", "", "a checkpoint of the log you kept (an earlier bundle's checkpoint file, or `hallmark ledger checkpoint` output): prove the bundle's checkpoint extends it")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -183,11 +238,18 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
+	var kept []byte
+	if *keptFile != "" {
+		if kept, _, err = readKeptCheckpoint("--previous-checkpoint", *keptFile); err != nil {
+			return usageError{err.Error()}
+		}
+	}
 	b, err := export.Read(rest[0])
 	if err != nil {
 		return err
 	}
-	rep, err := export.Verify(ctx, b, export.VerifyOptions{LogKey: key, MaxProblemsPerCheck: *maxShown, MaxEntries: *maxEntries})
+	rep, err := export.Verify(ctx, b, export.VerifyOptions{LogKey: key, MaxProblemsPerCheck: *maxShown, MaxEntries: *maxEntries,
+		KeptCheckpoint: kept, KeptCheckpointName: *keptFile})
 	if err != nil {
 		return err
 	}
@@ -211,6 +273,13 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 			status = fmt.Sprintf("FAILED (%d)", c.Failures)
 		}
 		fmt.Fprintf(w, "  %-22s %7d checked  %s\n", c.Name, c.Items, status)
+	}
+	if c := rep.Consistency; c != nil {
+		status := "FAILED"
+		if c.How != "" {
+			status = "ok (" + c.How + ")"
+		}
+		fmt.Fprintf(w, "\nconsistency with kept checkpoint of size %d: %s\n", c.KeptSize, status)
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)

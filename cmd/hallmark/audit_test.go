@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/hallmark-dev/hallmark/ledger"
 )
 
 // TestAuditEndToEnd exports through a live server with the CLI as an
@@ -85,4 +90,107 @@ func logVerifierKey(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// keptSize reads the size line of a checkpoint file.
+func keptSize(t testing.TB, path string) uint64 {
+	t.Helper()
+	lines := strings.SplitN(string(mustRead(t, path)), "\n", 3)
+	n, err := strconv.ParseUint(lines[1], 10, 64)
+	if err != nil {
+		t.Fatalf("checkpoint %s: size line %q", path, lines[1])
+	}
+	return n
+}
+
+// TestAuditConsistentWith keeps the checkpoint of one export, exports
+// again with --consistent-with it and verifies offline with
+// --previous-checkpoint; a bundle that cannot prove consistency, a kept
+// checkpoint newer than the bundle or signed by another key, and a size
+// the server's log does not reach are refused with what to do.
+func TestAuditConsistentWith(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	pub := strings.TrimSpace(s.mustCLI(s.admin, "principals", "add", "ci", "--name", "CI pipeline", "--role", "publisher"))
+	aud := strings.TrimSpace(s.mustCLI(s.admin, "principals", "add", "ada", "--name", "Ada Auditor", "--role", "auditor"))
+	key := logVerifierKey(t, filepath.Join(s.dir, "ledger", "log.key"))
+	tmp := t.TempDir()
+
+	first := filepath.Join(tmp, "first")
+	s.mustCLI(aud, "audit", "export", "--out", first)
+	kept := filepath.Join(first, "checkpoint")
+	k := keptSize(t, kept)
+	s.mustCLI(pub, "push", writeModel(t, map[string]string{"weights.bin": "w1"}), "--model", "credit-risk", "--version", "1.0.0")
+
+	second := filepath.Join(tmp, "second.zip")
+	out := s.mustCLI(aud, "audit", "export", "--from", strconv.FormatUint(k, 10), "--consistent-with", kept, "--out", second)
+	if !strings.Contains(out, fmt.Sprintf("consistency:     proof from your kept checkpoint's size %d to", k)) || !strings.Contains(out, "--previous-checkpoint "+kept) {
+		t.Fatalf("export --consistent-with output:\n%s", out)
+	}
+	code, vout, verr := runCmd(t, "", "audit", "verify", second, "--log-key", key, "--previous-checkpoint", kept)
+	if code != 0 || !strings.Contains(vout, fmt.Sprintf("consistency with kept checkpoint of size %d: ok (the bundle's consistency proof from size %d to", k, k)) ||
+		!strings.Contains(vout, "kept checkpoint") || !strings.Contains(vout, "consistency proof") {
+		t.Fatalf("verify --previous-checkpoint: exit %d\n%s\n%s", code, vout, verr)
+	}
+
+	// Without a proof, an export from index 0 settles it from its entries.
+	whole := filepath.Join(tmp, "whole")
+	s.mustCLI(aud, "audit", "export", "--out", whole)
+	code, vout, _ = runCmd(t, "", "audit", "verify", whole, "--log-key", key, "--previous-checkpoint", kept)
+	if code != 0 || !strings.Contains(vout, fmt.Sprintf("consistency with kept checkpoint of size %d: ok (root of size %d recomputed", k, k)) {
+		t.Fatalf("verify whole range: exit %d\n%s", code, vout)
+	}
+
+	// A range after the kept size and no proof: export again.
+	part := filepath.Join(tmp, "part.zip")
+	s.mustCLI(aud, "audit", "export", "--from", strconv.FormatUint(k, 10), "--out", part)
+	code, vout, _ = runCmd(t, "", "audit", "verify", part, "--log-key", key, "--previous-checkpoint", kept)
+	if code != 1 || !strings.Contains(vout, "carries no consistency proof") || !strings.Contains(vout, "hallmark audit export --consistent-with "+kept) ||
+		!strings.Contains(vout, fmt.Sprintf("consistency with kept checkpoint of size %d: FAILED", k)) {
+		t.Fatalf("verify a bundle that cannot prove consistency: exit %d\n%s", code, vout)
+	}
+
+	// The kept checkpoint is newer than the bundle.
+	newer := filepath.Join(whole, "checkpoint")
+	code, vout, _ = runCmd(t, "", "audit", "verify", first, "--log-key", key, "--previous-checkpoint", newer)
+	if code != 1 || !strings.Contains(vout, "the bundle is older than the checkpoint you kept") {
+		t.Fatalf("verify against a newer kept checkpoint: exit %d\n%s", code, vout)
+	}
+
+	// A kept checkpoint signed by another key.
+	skey, _, err := ledger.GenerateKey(ledger.DefaultOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := mustRead(t, kept)
+	forged, err := note.Sign(&note.Note{Text: string(cp[:bytes.Index(cp, []byte("\n\n"))+1])}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedFile := filepath.Join(tmp, "forged.checkpoint")
+	if err := os.WriteFile(forgedFile, forged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, vout, _ = runCmd(t, "", "audit", "verify", second, "--log-key", key, "--previous-checkpoint", forgedFile)
+	if code != 1 || !strings.Contains(vout, forgedFile+": is not signed by the log key given") {
+		t.Fatalf("verify against a checkpoint of another key: exit %d\n%s", code, vout)
+	}
+
+	// A size the server's log has not reached.
+	big := bytes.Replace(forged, []byte(fmt.Sprintf("\n%d\n", k)), []byte("\n999999\n"), 1)
+	bigFile := filepath.Join(tmp, "big.checkpoint")
+	if err := os.WriteFile(bigFile, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := s.cli(aud, "audit", "export", "--consistent-with", bigFile, "--out", filepath.Join(tmp, "big.zip"))
+	if code == 0 || !strings.Contains(errOut, "invalid_argument") || !strings.Contains(errOut, "the kept checkpoint has size 999999, larger than the log's latest checkpoint (size") {
+		t.Fatalf("export --consistent-with a larger size: exit %d\n%s", code, errOut)
+	}
+	code, _, errOut = runCmd(t, "", "audit", "verify", second, "--previous-checkpoint", first)
+	if code != 2 || !strings.Contains(errOut, "is a directory: give the checkpoint file (for an unpacked bundle, "+kept+")") {
+		t.Fatalf("verify --previous-checkpoint DIR: exit %d\n%s", code, errOut)
+	}
 }

@@ -62,13 +62,14 @@ func (h auditService) Export(ctx context.Context, req *connect.Request[auditv1.E
 	// manifest need not carry nanoseconds.
 	now := time.Now().UTC().Truncate(time.Second)
 	res, err := export.Build(ctx, export.Source{Log: h.s.cfg.Ledger, Registry: h.s.reg}, export.Options{
-		Scope:       export.Scope{Model: req.Msg.GetModel(), From: from, To: to},
-		GeneratedAt: now,
-		GeneratedBy: audit.Actor{ID: actor.ID, Name: actor.Name, Auth: actor.Auth},
-		Generator:   exportGenerator,
-		MaxEntries:  h.s.cfg.Limits.MaxExportEntries,
+		Scope:              export.Scope{Model: req.Msg.GetModel(), From: from, To: to},
+		GeneratedAt:        now,
+		GeneratedBy:        audit.Actor{ID: actor.ID, Name: actor.Name, Auth: actor.Auth},
+		Generator:          exportGenerator,
+		MaxEntries:         h.s.cfg.Limits.MaxExportEntries,
+		ConsistentFromSize: req.Msg.GetConsistentFromSize(),
 	})
-	if errors.Is(err, export.ErrScope) {
+	if errors.Is(err, export.ErrScope) || errors.Is(err, export.ErrConsistencySize) {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -36,20 +37,31 @@ func TestAuditExportOverTheAPI(t *testing.T) {
 	if _, err := ts.push(pub, "credit-risk", "1.0.0", map[string]string{"w.bin": "weights"}); err != nil {
 		t.Fatal(err)
 	}
+	kept := ts.st.Ledger.Checkpoint() // what an auditor saw before the alias moved
+	keptCP, err := tlogproof.OpenCheckpoint(kept, "", ts.st.Ledger.Verifier())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := ts.registry(ts.admin).SetAlias(ctx, connect.NewRequest(&registryv1.SetAliasRequest{Model: "credit-risk", Alias: "production", Version: "1.0.0",
 		Expect: &registryv1.SetAliasRequest_ExpectUnset{ExpectUnset: true}, Reason: "CHG-1"})); err != nil {
 		t.Fatal(err)
 	}
 
-	_, err := ts.audit(pub).Export(ctx, connect.NewRequest(&auditv1.ExportRequest{}))
+	_, err = ts.audit(pub).Export(ctx, connect.NewRequest(&auditv1.ExportRequest{}))
 	wantCode(t, "export by a publisher", err, connect.CodePermissionDenied)
+	tooBig := ts.st.Ledger.Size() + 1
+	_, err = ts.audit(aud).Export(ctx, connect.NewRequest(&auditv1.ExportRequest{ConsistentFromSize: tooBig}))
+	wantCode(t, "export consistent with a larger checkpoint", err, connect.CodeInvalidArgument)
+	if want := fmt.Sprintf("size %d, larger than the log's latest checkpoint (size %d)", tooBig, tooBig-1); !strings.Contains(err.Error(), want) {
+		t.Errorf("export consistent with a larger checkpoint: %v, want it to say %q", err, want)
+	}
 	_, err = ts.audit(aud).Export(ctx, connect.NewRequest(&auditv1.ExportRequest{From: "yesterday"}))
 	wantCode(t, "export with a bad bound", err, connect.CodeInvalidArgument)
 	_, err = ts.audit(aud).Export(ctx, connect.NewRequest(&auditv1.ExportRequest{Model: "nope"}))
 	wantCode(t, "export of an unknown model", err, connect.CodeNotFound)
 
 	before := ts.st.Ledger.Size()
-	res, err := ts.audit(aud).Export(ctx, connect.NewRequest(&auditv1.ExportRequest{Model: "credit-risk"}))
+	res, err := ts.audit(aud).Export(ctx, connect.NewRequest(&auditv1.ExportRequest{Model: "credit-risk", ConsistentFromSize: keptCP.Size}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,12 +82,18 @@ func TestAuditExportOverTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := export.Verify(ctx, b, export.VerifyOptions{LogKey: ts.st.Ledger.VerifierKey()})
+	if _, ok := b.Files[export.ConsistencyName]; !ok {
+		t.Errorf("export asked for with consistent_from_size %d lacks %s", keptCP.Size, export.ConsistencyName)
+	}
+	rep, err := export.Verify(ctx, b, export.VerifyOptions{LogKey: ts.st.Ledger.VerifierKey(), KeptCheckpoint: kept})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rep.OK() {
 		t.Fatalf("exported bundle does not verify: %v", rep.Problems)
+	}
+	if c := rep.Consistency; c == nil || c.KeptSize != keptCP.Size || !strings.Contains(c.How, "consistency proof") {
+		t.Errorf("consistency with the kept checkpoint: %+v", c)
 	}
 	if got := rep.Manifest.GeneratedBy.ID; got != "ada" {
 		t.Errorf("generated_by %q, want ada", got)

@@ -25,6 +25,12 @@
 //     content (entries, blobs, evidence, manifest fields); Verify renders it
 //     again and compares bytes, which proves that the report says what the
 //     entries say, not only that nobody changed it after signing.
+//   - Consistent with what the auditor saw: an export asked for with the
+//     size of a checkpoint the auditor kept (Options.ConsistentFromSize)
+//     carries the consistency proof from it, and Verify given the kept
+//     checkpoint (VerifyOptions.KeptCheckpoint) proves offline that the
+//     bundle's tree extends it, or fails naming the fork; bundles without
+//     the proof verify as before.
 //   - Precise failures: every problem Verify finds names the file, the line
 //     or ledger index, and what is wrong; Verify reports them all rather
 //     than stopping at the first, except when the bundle cannot be read.

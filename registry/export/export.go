@@ -99,6 +99,11 @@ type Options struct {
 	// in memory (about 1.5 KB per entry with its proof and report rows), so
 	// this bounds the memory and time of one. Zero means DefaultMaxEntries.
 	MaxEntries uint64
+	// ConsistentFromSize is the size of a checkpoint of this log the
+	// auditor kept. When non-zero, the bundle carries proofs/consistency.json,
+	// the consistency proof from that size to the export's checkpoint; a
+	// size larger than the checkpoint's is refused with ErrConsistencySize.
+	ConsistentFromSize uint64
 }
 
 // DefaultMaxEntries is Options.MaxEntries when zero: about 375 MB, and a
@@ -149,6 +154,10 @@ func Build(ctx context.Context, src Source, opts Options) (*Result, error) {
 	cp, err := tlogproof.OpenCheckpoint(note, l.Origin(), l.Verifier())
 	if err != nil {
 		return nil, fmt.Errorf("reading the latest checkpoint: %w", err)
+	}
+	if k := opts.ConsistentFromSize; k > cp.Size {
+		return nil, fmt.Errorf("%w: the kept checkpoint has size %d, larger than the log's latest checkpoint (size %d) the export is proved against: it is not a checkpoint of this log as it stands (another log with the same name, or this one rolled back)",
+			ErrConsistencySize, k, cp.Size)
 	}
 	first, end, err := resolve(ctx, l, cp.Size, opts.Scope)
 	if err != nil {
@@ -216,10 +225,19 @@ func Build(ctx context.Context, src Source, opts Options) (*Result, error) {
 
 	// The proofs need only the leaf hashes: they are computed beside the
 	// report, which needs only the reader's records.
-	var proofs []byte
+	var proofs, consistency []byte
 	var proofErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { proofs, proofErr = buildProofs(l, first, end, cp.Size, leaves, progress) })
+	nodes := func(level uint, index uint64) (hash, error) {
+		h, err := l.NodeHash(level, index)
+		return hash(h), err
+	}
+	wg.Go(func() {
+		proofs, proofErr = buildProofs(nodes, first, end, cp.Size, leaves, progress)
+		if k := opts.ConsistentFromSize; proofErr == nil && k > 0 {
+			consistency, proofErr = buildConsistency(nodes, k, cp.Size, cp.Root)
+		}
+	})
 	defer wg.Wait()
 
 	recs := reader.Finish()
@@ -280,6 +298,9 @@ func Build(ctx context.Context, src Source, opts Options) (*Result, error) {
 		return nil, proofErr
 	}
 	files[ProofsName] = proofs
+	if consistency != nil {
+		files[ConsistencyName] = consistency
+	}
 
 	man := &Manifest{
 		Format: Format, ReportFormat: ReportFormat,
@@ -307,7 +328,7 @@ func Build(ctx context.Context, src Source, opts Options) (*Result, error) {
 	man.Counts.ReportFiles = len(rendered)
 	progress("report", 1, 1)
 
-	files[VerifyName] = verifyMarkdown(man)
+	files[VerifyName] = verifyMarkdown(man, consistency != nil)
 
 	b := &Bundle{Files: files, ModTime: opts.GeneratedAt}
 	hashes := map[string]string{}
@@ -333,11 +354,8 @@ func Build(ctx context.Context, src Source, opts Options) (*Result, error) {
 
 // buildProofs writes proofs/inclusion.jsonl: the inclusion proof of every
 // entry of [first, end) in the tree of size n.
-func buildProofs(l *ledger.Log, first, end, n uint64, leaves []hash, progress func(string, uint64, uint64)) ([]byte, error) {
-	prover := newRangeProver(first, leaves, n, func(level uint, index uint64) (hash, error) {
-		h, err := l.NodeHash(level, index)
-		return hash(h), err
-	})
+func buildProofs(nodes nodeSource, first, end, n uint64, leaves []hash, progress func(string, uint64, uint64)) ([]byte, error) {
+	prover := newRangeProver(first, leaves, n, nodes)
 	total := end - first
 	var out, buf []byte
 	for i := first; i < end; i++ {

@@ -46,6 +46,7 @@ func (c *clock) Now() time.Time {
 // allowed and a denied promotion with an approval, a revocation and a
 // refused access.
 type fixture struct {
+	dir    string // the ledger is dir/ledger, its signer key dir/ledger/log.key
 	log    *ledger.Log
 	blobs  *blob.Store
 	reg    *registry.Registry
@@ -82,7 +83,7 @@ func openFixture(t testing.TB, trust bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{log: l, blobs: bs, reg: reg, signer: s}
+	return &fixture{dir: dir, log: l, blobs: bs, reg: reg, signer: s}
 }
 
 func newFixture(t testing.TB) *fixture {

@@ -29,6 +29,11 @@ const (
 	TrustDir       = "trust/"
 )
 
+// ConsistencyName is the consistency proof from a checkpoint the auditor
+// kept to the bundle's; only exports asked for with the kept checkpoint's
+// size (Options.ConsistentFromSize) have it.
+const ConsistencyName = "proofs/consistency.json"
+
 // Format is the manifest's "format": the bundle layout this package writes
 // and reads.
 const Format = "hallmark-audit-export/v1"
@@ -36,7 +41,7 @@ const Format = "hallmark-audit-export/v1"
 // ReportFormat names the renderers' output. Verify regenerates the report
 // and compares bytes only when the bundle's report_format equals this one;
 // change it whenever registry/audit's output changes for the same Report.
-const ReportFormat = "hallmark-audit-report/1"
+const ReportFormat = "hallmark-audit-report/2"
 
 // signatureHeader is the first line of the signed note in manifest.sig. It
 // is not the log's origin, so the note can never pass for a checkpoint.

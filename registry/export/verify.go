@@ -36,6 +36,17 @@ type VerifyOptions struct {
 	// refused without being walked. It should match the exporting
 	// server's --max-export-entries. Zero means DefaultMaxEntries.
 	MaxEntries uint64
+	// KeptCheckpoint is a signed checkpoint of the log the auditor kept
+	// from earlier (the checkpoint file of an earlier bundle, or `hallmark
+	// ledger checkpoint`), or nil. When set, Verify checks that it is signed
+	// by the log key the bundle is verified with and that the bundle's
+	// checkpoint extends it (check CheckKept, outcome in
+	// Report.Consistency): a server showing this auditor a forked history
+	// fails.
+	KeptCheckpoint []byte
+	// KeptCheckpointName names the kept checkpoint in problems (its file
+	// name, say); the default is "kept checkpoint".
+	KeptCheckpointName string
 }
 
 // Problem is one thing wrong with a bundle.
@@ -85,6 +96,9 @@ type Report struct {
 	// Notes are remarks that are not failures.
 	Notes    []string
 	Manifest *Manifest
+	// Consistency is set when VerifyOptions.KeptCheckpoint was given and
+	// verified: the sizes compared and how their consistency was settled.
+	Consistency *Consistency
 }
 
 // OK reports whether no problem was found.
@@ -106,6 +120,14 @@ const (
 	CheckVersions   = "version signatures"
 	CheckEvidence   = "evidence"
 	CheckReport     = "report files"
+)
+
+// Optional checks, run after CheckRange: CheckConsistency only on bundles
+// with proofs/consistency.json, CheckKept only when
+// VerifyOptions.KeptCheckpoint is set.
+const (
+	CheckConsistency = "consistency proof"
+	CheckKept        = "kept checkpoint"
 )
 
 type verifier struct {
@@ -130,7 +152,7 @@ func (v *verifier) sum(name string) string {
 // fork returns a verifier that collects its checks and problems apart, for
 // checks that run concurrently; join appends them in a fixed order.
 func (v *verifier) fork() *verifier {
-	return &verifier{ctx: v.ctx, b: v.b, opts: v.opts, rep: &Report{Manifest: v.rep.Manifest}, sums: v.sums}
+	return &verifier{ctx: v.ctx, b: v.b, opts: v.opts, rep: &Report{Manifest: v.rep.Manifest, TOFU: v.rep.TOFU, LogKey: v.rep.LogKey}, sums: v.sums}
 }
 
 func (v *verifier) join(parts ...*verifier) {
@@ -138,7 +160,15 @@ func (v *verifier) join(parts ...*verifier) {
 		v.rep.Checks = append(v.rep.Checks, p.rep.Checks...)
 		v.rep.Problems = append(v.rep.Problems, p.rep.Problems...)
 		v.rep.Notes = append(v.rep.Notes, p.rep.Notes...)
+		if p.rep.Consistency != nil {
+			v.rep.Consistency = p.rep.Consistency
+		}
 	}
+}
+
+func (v *verifier) has(name string) bool {
+	_, ok := v.b.Files[name]
+	return ok
 }
 
 func (v *verifier) begin(name string) {
@@ -170,17 +200,22 @@ func ptr(i uint64) *uint64 { return &i }
 
 // Verify checks a bundle offline: SHA256SUMS, the manifest and its
 // signature, the checkpoint's signature, every entry's inclusion proof and
-// the completeness of the range, every decision's replay with the bundled
-// policy text, every version signature against the bundled trust material,
-// and that the report files are what the entries give. The error is
-// non-nil only when ctx ends; everything wrong with the bundle is in the
-// report.
+// the completeness of the range, the consistency proof from a kept
+// checkpoint's size when the bundle has one, that the bundle's checkpoint
+// extends VerifyOptions.KeptCheckpoint when given, every decision's replay
+// with the bundled policy text, every version signature against the bundled
+// trust material, and that the report files are what the entries give. The
+// error is non-nil only when ctx ends; everything wrong with the bundle is
+// in the report.
 func Verify(ctx context.Context, b *Bundle, opts VerifyOptions) (*Report, error) {
 	if opts.MaxProblemsPerCheck <= 0 {
 		opts.MaxProblemsPerCheck = 100
 	}
 	if opts.MaxEntries == 0 {
 		opts.MaxEntries = DefaultMaxEntries
+	}
+	if opts.KeptCheckpointName == "" {
+		opts.KeptCheckpointName = "kept checkpoint"
 	}
 	v := &verifier{ctx: ctx, b: b, opts: opts, rep: &Report{}, sums: map[string]string{}}
 	v.run()
@@ -218,7 +253,11 @@ func (v *verifier) run() {
 	pv, rv := v.fork(), v.fork()
 	pv.sums = nil
 	var wg sync.WaitGroup
-	wg.Go(func() { pv.checkProofs(man, cp, cpOK, leaves, nlines) })
+	wg.Go(func() {
+		proved := pv.checkProofs(man, cp, cpOK, leaves, nlines)
+		cons := pv.checkConsistencyFile(cp, cpOK)
+		pv.checkKept(lv, man, cp, cpOK, cons, leaves, proved)
+	})
 	rv.begin(CheckBlobs)
 	recs := rv.readEntries(man, entries, order)
 	sets := rv.checkPolicies()
@@ -442,18 +481,19 @@ func strictJSON(b []byte, v any) error {
 // checkProofs checks every inclusion proof against the checkpoint, then
 // that every index of the range is proved: a range whose every entry is
 // proved to sit at its index of the signed tree is complete and in order.
-func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool, leaves map[uint64]hash, nlines int) {
+// It returns the indexes whose proofs verified.
+func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool, leaves map[uint64]hash, nlines int) map[uint64]bool {
 	v.begin(CheckInclusion)
 	if !cpOK {
 		v.skip("no verified checkpoint to check the proofs against")
 		v.begin(CheckRange)
 		v.skip("no verified checkpoint")
-		return
+		return nil
 	}
 	data, ok := v.b.Files[ProofsName]
 	if !ok {
 		v.fail(ProofsName, 0, nil, "missing")
-		return
+		return nil
 	}
 	lines, ok := jsonLines(data)
 	if !ok {
@@ -462,7 +502,7 @@ func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool
 	proved := make(map[uint64]bool, len(lines))
 	for i, l := range lines {
 		if i%4096 == 0 && v.ctx.Err() != nil {
-			return
+			return proved
 		}
 		v.item()
 		index, hs, err := parseProofLine(l)
@@ -498,7 +538,7 @@ func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool
 	}
 	for k := range walk {
 		if k%4096 == 0 && v.ctx.Err() != nil {
-			return
+			return proved
 		}
 		i := man.Scope.FirstIndex + k
 		v.item()
@@ -506,6 +546,7 @@ func (v *verifier) checkProofs(man *Manifest, cp tlogproof.Checkpoint, cpOK bool
 			v.fail(EntriesName, 0, ptr(i), "entry %d of the range is not proved to be in the log: the range is incomplete or altered", i)
 		}
 	}
+	return proved
 }
 
 // readEntries interprets the entries with the bundle's blobs.
@@ -810,7 +851,7 @@ func (v *verifier) checkReport(man *Manifest, recs *registry.AuditRecords, evide
 	v.item()
 	if got, ok := v.b.Files[VerifyName]; !ok {
 		v.fail(VerifyName, 0, nil, "missing: the manifest gives this file")
-	} else if wantMD := verifyMarkdown(man); !bytes.Equal(got, wantMD) {
+	} else if wantMD := verifyMarkdown(man, v.has(ConsistencyName)); !bytes.Equal(got, wantMD) {
 		v.fail(VerifyName, 0, nil, "does not match the instructions the signed manifest gives: %s", firstDifference(VerifyName, got, wantMD))
 	}
 	for _, n := range slices.Sorted(maps.Keys(want)) {

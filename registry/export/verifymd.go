@@ -6,8 +6,11 @@ import (
 )
 
 // verifyMarkdown is the bundle's VERIFY.md: the short version of
-// docs/auditor-guide.md, with this bundle's numbers filled in.
-func verifyMarkdown(m *Manifest) []byte {
+// docs/auditor-guide.md, with this bundle's numbers filled in. A bundle
+// with proofs/consistency.json (consistency) has one more section; the
+// others are the same for every bundle of the format, so that bundles made
+// before the file existed still verify.
+func verifyMarkdown(m *Manifest, consistency bool) []byte {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# Verifying this hallmark audit export\n\n")
@@ -53,5 +56,8 @@ func verifyMarkdown(m *Manifest) []byte {
 	p("- `evidence/`: shadow evidence summaries as the registry held them at generation time.\n")
 	p("- `registers/*.csv`, `report.html`, `report.pdf`: the report. The verifier renders it again from the\n")
 	p("  verified entries and compares bytes, so it proves the report says what the ledger says.\n")
+	if consistency {
+		b.WriteString(consistencyMarkdown(m))
+	}
 	return []byte(b.String())
 }

@@ -225,7 +225,7 @@ func (v *verifier) checkPolicyTexts(recs *registry.AuditRecords) {
 // signed manifest lists it.
 func knownName(n string) bool {
 	switch n {
-	case ManifestName, SignatureName, SumsName, VerifyName, CheckpointName, LogKeyName, EntriesName, ProofsName, HTMLName, PDFName:
+	case ManifestName, SignatureName, SumsName, VerifyName, CheckpointName, LogKeyName, EntriesName, ProofsName, ConsistencyName, HTMLName, PDFName:
 		return true
 	}
 	if slices.Contains(audit.RegisterNames(), n) {

@@ -31,11 +31,20 @@ type ExportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// model focuses the report on one model; the entries of the range are
 	// exported whole either way.
-	Model         string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
-	From          string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	To            string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	From  string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To    string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// consistent_from_size is the size of a checkpoint of this log the
+	// auditor kept (from an earlier export, or `hallmark ledger checkpoint`).
+	// When non-zero, the bundle also carries proofs/consistency.json: the
+	// RFC 6962 consistency proof from the tree of that size to the export's
+	// checkpoint, so that `hallmark audit verify --previous-checkpoint`
+	// proves offline that the log the export shows extends the one the
+	// auditor saw. Zero means no proof. A size larger than the export's
+	// checkpoint is invalid_argument.
+	ConsistentFromSize uint64 `protobuf:"varint,4,opt,name=consistent_from_size,json=consistentFromSize,proto3" json:"consistent_from_size,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ExportRequest) Reset() {
@@ -87,6 +96,13 @@ func (x *ExportRequest) GetTo() string {
 		return x.To
 	}
 	return ""
+}
+
+func (x *ExportRequest) GetConsistentFromSize() uint64 {
+	if x != nil {
+		return x.ConsistentFromSize
+	}
+	return 0
 }
 
 // ExportResponse describes the stored bundle.
@@ -360,11 +376,12 @@ var File_hallmark_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_hallmark_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1dhallmark/audit/v1/audit.proto\x12\x11hallmark.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
+	"\x1dhallmark/audit/v1/audit.proto\x12\x11hallmark.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
 	"\rExportRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
-	"\x02to\x18\x03 \x01(\tR\x02to\"\xb2\x02\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\x120\n" +
+	"\x14consistent_from_size\x18\x04 \x01(\x04R\x12consistentFromSize\"\xb2\x02\n" +
 	"\x0eExportResponse\x12\x16\n" +
 	"\x06bundle\x18\x01 \x01(\tR\x06bundle\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12'\n" +
