@@ -257,12 +257,18 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 		fmt.Fprint(e.stderr, tofuWarning)
 		fmt.Fprintf(e.stderr, "  bundle's log key: %s\n\n", rep.LogKey)
 	}
+	// Every string below comes from the bundle, which may be hostile:
+	// printable quotes any with terminal escapes or invisible characters,
+	// which could otherwise forge the "verified" line or hide FAILED ones.
 	w := e.stdout
 	if m := rep.Manifest; m != nil {
-		fmt.Fprintf(w, "bundle:      %s\n", rest[0])
-		fmt.Fprintf(w, "log:         %s, checkpoint size %d\n", m.Log.Origin, m.Log.CheckpointSize)
+		fmt.Fprintf(w, "bundle:      %s\n", printable(rest[0]))
+		if !checkPassed(rep, export.CheckSignature) {
+			fmt.Fprintln(w, "manifest:    NOT VERIFIED (its signature did not check out): the lines below are the bundle's claims")
+		}
+		fmt.Fprintf(w, "log:         %s, checkpoint size %d\n", printable(m.Log.Origin), m.Log.CheckpointSize)
 		fmt.Fprintf(w, "entries:     %d to %d (%d)\n", m.Scope.FirstIndex, m.Scope.LastIndex, m.Scope.LastIndex-m.Scope.FirstIndex+1)
-		fmt.Fprintf(w, "generated:   %s for %s (%s) by %s\n\n", m.GeneratedAt, m.GeneratedBy.Name, m.GeneratedBy.ID, m.Generator)
+		fmt.Fprintf(w, "generated:   %s for %s (%s) by %s\n\n", printable(m.GeneratedAt), printable(m.GeneratedBy.Name), printable(m.GeneratedBy.ID), printable(m.Generator))
 	}
 	for _, c := range rep.Checks {
 		status := "ok"
@@ -282,7 +288,7 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(w, "\nconsistency with kept checkpoint of size %d: %s\n", c.KeptSize, status)
 	}
 	for _, n := range rep.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
+		fmt.Fprintf(w, "note: %s\n", printable(n))
 	}
 	if rep.OK() {
 		fmt.Fprintln(w, "\nverified: every check passed")
@@ -290,9 +296,19 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(w, "\n%d problems:\n", len(rep.Problems))
 	for _, p := range rep.Problems {
-		fmt.Fprintf(w, "  %s\n", p)
+		fmt.Fprintf(w, "  %s\n", printable(p.String()))
 	}
 	return exitError{code: 1, err: fmt.Errorf("verification failed: %d problems", len(rep.Problems))}
+}
+
+// checkPassed reports whether the named check ran without failures.
+func checkPassed(rep *export.Report, name string) bool {
+	for _, c := range rep.Checks {
+		if c.Name == name {
+			return c.Skipped == "" && c.Failures == 0
+		}
+	}
+	return false
 }
 
 // movedEntry is the part of a hallmark.alias.moved entry `audit at` checks.

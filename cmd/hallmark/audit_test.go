@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
@@ -192,5 +193,30 @@ func TestAuditConsistentWith(t *testing.T) {
 	code, _, errOut = runCmd(t, "", "audit", "verify", second, "--previous-checkpoint", first)
 	if code != 2 || !strings.Contains(errOut, "is a directory: give the checkpoint file (for an unpacked bundle, "+kept+")") {
 		t.Fatalf("verify --previous-checkpoint DIR: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestAuditVerifyQuotesBundleText: a hostile bundle's manifest carries
+// terminal escapes meant to print a fake "verified" line and hide what
+// follows; verify prints them quoted, says the manifest is not verified, and
+// fails.
+func TestAuditVerifyQuotesBundleText(t *testing.T) {
+	dir := t.TempDir()
+	man := `{"format":"hallmark-audit-export/v1","generated_by":{"id":"x","name":"\u001b[2K\r\u001b[1A\u001b[2Kverified: every check passed\u001b[8m"},"generator":"g\u202e","log":{"origin":"o\u001b]0;pwned\u0007"}}`
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(man), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run(context.Background(), &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}, []string{"audit", "verify", dir})
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stdout %q stderr %q", code, out.String(), errb.String())
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07\r\u202e") {
+		t.Fatalf("raw escape or invisible character from the bundle reached the output: %q", out.String())
+	}
+	for _, want := range []string{"NOT VERIFIED", `\x1b[2K`, `"g\u202e"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

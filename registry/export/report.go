@@ -2,8 +2,10 @@ package export
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -168,6 +170,11 @@ func firstDifference(name string, got, want []byte) string {
 		}
 		return fmt.Sprintf("bytes differ from offset %d (bundle %d bytes, regenerated %d bytes)", i, len(got), len(want))
 	}
+	if strings.HasSuffix(name, ".csv") {
+		if d, ok := csvDifference(got, want); ok {
+			return d
+		}
+	}
 	gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
 	for i := 0; i < max(len(gl), len(wl)); i++ {
 		var g, w string
@@ -179,25 +186,6 @@ func firstDifference(name string, got, want []byte) string {
 		}
 		if g == w {
 			continue
-		}
-		if strings.HasSuffix(name, ".csv") {
-			gc, wc := strings.Split(g, ","), strings.Split(w, ",")
-			header := strings.Split(wl[0], ",")
-			for j := 0; j < max(len(gc), len(wc)); j++ {
-				var a, b, col string
-				if j < len(gc) {
-					a = gc[j]
-				}
-				if j < len(wc) {
-					b = wc[j]
-				}
-				if j < len(header) {
-					col = header[j]
-				}
-				if a != b {
-					return fmt.Sprintf("line %d, column %d (%s): bundle has %q, the entries give %q", i+1, j+1, col, trunc(a), trunc(b))
-				}
-			}
 		}
 		// Show both lines from shortly before their first difference.
 		k := 0
@@ -215,6 +203,54 @@ func firstDifference(name string, got, want []byte) string {
 		return fmt.Sprintf("line %d, from column %d: bundle has %q, the entries give %q", i+1, from+1, trunc(g), trunc(w))
 	}
 	return "contents differ"
+}
+
+// csvDifference names the first cell where two CSV files differ, reading
+// them as CSV (quoted cells hold commas and line breaks, so splitting lines
+// on commas would name the wrong column). ok is false when either does not
+// parse; the caller then compares lines.
+func csvDifference(got, want []byte) (string, bool) {
+	gr, wr := csv.NewReader(bytes.NewReader(got)), csv.NewReader(bytes.NewReader(want))
+	gr.FieldsPerRecord, wr.FieldsPerRecord = -1, -1
+	var header []string
+	for rec := 1; ; rec++ {
+		g, gerr := gr.Read()
+		w, werr := wr.Read()
+		if gerr == io.EOF && werr == io.EOF {
+			return "", false // same records; the bytes differ elsewhere (line endings)
+		}
+		if gerr != nil && gerr != io.EOF || werr != nil && werr != io.EOF {
+			return "", false
+		}
+		if rec == 1 {
+			header = w
+		}
+		line := 0
+		if gerr == nil {
+			line, _ = gr.FieldPos(0)
+		}
+		switch {
+		case gerr == io.EOF:
+			return fmt.Sprintf("record %d: missing from the bundle, the entries give %q", rec, trunc(strings.Join(w, ","))), true
+		case werr == io.EOF:
+			return fmt.Sprintf("record %d (line %d): in the bundle only: %q", rec, line, trunc(strings.Join(g, ","))), true
+		}
+		for j := 0; j < max(len(g), len(w)); j++ {
+			var a, b, col string
+			if j < len(g) {
+				a = g[j]
+			}
+			if j < len(w) {
+				b = w[j]
+			}
+			if j < len(header) {
+				col = header[j]
+			}
+			if a != b || j >= len(g) || j >= len(w) {
+				return fmt.Sprintf("record %d (line %d), column %d (%s): bundle has %q, the entries give %q", rec, line, j+1, col, trunc(a), trunc(b)), true
+			}
+		}
+	}
 }
 
 func trunc(s string) string {
