@@ -287,7 +287,7 @@ func TestTamperMatrix(t *testing.T) {
 	}{
 		{"csv cell", func(b *Bundle) {
 			b.Files["registers/versions.csv"] = bytes.Replace(b.Files["registers/versions.csv"], []byte("1.0.0"), []byte("1.0.1"), 1)
-		}, []string{"registers/versions.csv: SHA-256", "registers/versions.csv: does not match the report the verified entries give: line 2, column", `bundle has "1.0.1", the entries give "1.0.0"`}},
+		}, []string{"registers/versions.csv: SHA-256", "registers/versions.csv: does not match the report the verified entries give: record 2 (line 2), column 4 (label)", `bundle has "1.0.1", the entries give "1.0.0"`}},
 		{"removed entry", func(b *Bundle) {
 			lines := bytes.SplitAfter(b.Files[EntriesName], []byte("\n"))
 			b.Files[EntriesName] = bytes.Join(append(lines[:4:4], lines[5:]...), nil)
