@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hallmark-dev/hallmark/registry/blob"
@@ -68,6 +69,14 @@ type Options struct {
 	// default is 64.
 	MaxConcurrentDownloads int
 
+	// MaxDownloadsPerPrincipal bounds the downloads one principal (as
+	// Principal names it) streams at once, so that one reader with many
+	// slow connections cannot hold every slot of MaxConcurrentDownloads
+	// while the stall timeout lets each crawl. The default is a quarter of
+	// MaxConcurrentDownloads, at least 1. Without a Principal hook it does
+	// not apply.
+	MaxDownloadsPerPrincipal int
+
 	// StallTimeout aborts an upload whose body sends nothing for this long,
 	// so a dead client cannot hold an upload slot. The default is one
 	// minute.
@@ -109,6 +118,9 @@ type Handler struct {
 	uploads   chan struct{} // a token per upload streaming
 	downloads chan struct{} // a token per download streaming
 	mux       *http.ServeMux
+
+	perMu       sync.Mutex
+	perDownload map[string]int // downloads streaming per principal
 }
 
 // NewHandler returns the handler for store. Mount it at /v1/blobs/.
@@ -125,6 +137,9 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 	if opts.MaxConcurrentDownloads <= 0 {
 		opts.MaxConcurrentDownloads = 64
 	}
+	if opts.MaxDownloadsPerPrincipal <= 0 {
+		opts.MaxDownloadsPerPrincipal = max(1, opts.MaxConcurrentDownloads/4)
+	}
 	if opts.StallTimeout <= 0 {
 		opts.StallTimeout = time.Minute
 	}
@@ -136,7 +151,7 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 	}
 	h := &Handler{store: store, opts: opts, mux: http.NewServeMux(),
 		uploads:   make(chan struct{}, opts.MaxConcurrentUploads),
-		downloads: make(chan struct{}, opts.MaxConcurrentDownloads)}
+		downloads: make(chan struct{}, opts.MaxConcurrentDownloads), perDownload: map[string]int{}}
 	h.mux.HandleFunc("PUT /v1/blobs/{digest}", h.putBlob)
 	h.mux.HandleFunc("GET /v1/blobs/{digest}", h.getBlob) // and HEAD
 	h.mux.HandleFunc("POST /v1/blobs/uploads", h.newUpload)
@@ -266,6 +281,42 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request) (owner string,
 		writeError(w, r, http.StatusInternalServerError, "internal", fmt.Sprintf("%s %s: identifying the caller: %v", r.Method, r.URL.Path, err))
 	}
 	return "", false
+}
+
+// downloader counts a download for its principal, or answers 429 (or the
+// Principal hook's refusal) when the principal already streams its share.
+func (h *Handler) downloader(w http.ResponseWriter, r *http.Request) (string, bool) {
+	p, err := h.opts.Principal(r)
+	if err != nil {
+		if errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrPermissionDenied) {
+			refuse(w, r, err)
+		} else {
+			writeError(w, r, http.StatusInternalServerError, "internal", fmt.Sprintf("%s %s: identifying the caller: %v", r.Method, r.URL.Path, err))
+		}
+		return "", false
+	}
+	h.perMu.Lock()
+	defer h.perMu.Unlock()
+	if h.perDownload[p] >= h.opts.MaxDownloadsPerPrincipal {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, r, http.StatusTooManyRequests, "resource_exhausted",
+			fmt.Sprintf("%s %s: %d downloads by this principal already in progress, the server's limit per principal", r.Method, r.URL.Path, h.opts.MaxDownloadsPerPrincipal))
+		return "", false
+	}
+	h.perDownload[p]++
+	return p, true
+}
+
+// downloadDone ends a download counted by downloader ("" when none was).
+func (h *Handler) downloadDone(who string) {
+	if h.opts.Principal == nil {
+		return
+	}
+	h.perMu.Lock()
+	defer h.perMu.Unlock()
+	if h.perDownload[who]--; h.perDownload[who] <= 0 {
+		delete(h.perDownload, who)
+	}
 }
 
 // acquire takes a slot from slots (h.uploads or h.downloads, named what
@@ -453,7 +504,16 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) {
 	// A slot is taken only once the blob is known to exist, so that a 404
 	// is never answered 429; HEAD sends no bytes and takes none.
 	slot := r.Method == http.MethodGet
+	var who string
+	if slot && h.opts.Principal != nil {
+		var ok bool
+		if who, ok = h.downloader(w, r); !ok {
+			br.Close()
+			return
+		}
+	}
 	if slot && !acquire(w, r, h.downloads, "downloads") {
+		h.downloadDone(who)
 		br.Close()
 		return
 	}
@@ -461,6 +521,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) {
 		br.Close() // the buffers go back before the slot does
 		if slot {
 			release(h.downloads)
+			h.downloadDone(who)
 		}
 	}()
 	if !h.opts.WholeDigest {

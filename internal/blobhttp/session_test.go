@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hallmark-dev/hallmark/registry/blob"
 )
@@ -273,5 +274,58 @@ func TestRetryableTooManyRequests(t *testing.T) {
 	}
 	if retryable(&Error{StatusCode: http.StatusNotFound, Code: "not_found"}) {
 		t.Error("a 404 is retryable")
+	}
+}
+
+// TestDownloadLimitPerPrincipal: one principal streams at most its share of
+// downloads at once (so many slow connections of one reader cannot hold
+// every slot); another principal still gets one, and the share frees when a
+// download ends.
+func TestDownloadLimitPerPrincipal(t *testing.T) {
+	opts := bearerPrincipals()
+	opts.MaxConcurrentDownloads, opts.MaxDownloadsPerPrincipal = 4, 1
+	f := newFixture(t, opts)
+	data := randBytes(33, 2*testChunk+1)
+	d := blob.Sum(data)
+	if err := f.store.Put(context.Background(), d, int64(len(data)), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/blobs/" + d.String()
+	first := newHeldWriter()
+	firstDone := make(chan struct{})
+	go func() {
+		defer close(firstDone)
+		req, _ := http.NewRequest(http.MethodGet, path, nil)
+		req.Header.Set("Authorization", "Bearer alice")
+		f.h.ServeHTTP(first, req)
+	}()
+	<-first.started
+
+	resp, body := sendRaw(t, f, http.MethodGet, path, nil, as("alice"))
+	wantAPIError(t, resp, body, http.StatusTooManyRequests, "resource_exhausted", "1 downloads by this principal already in progress")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	if resp, body := sendRaw(t, f, http.MethodGet, path, nil, as("bob")); resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("bob's download while alice holds hers: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	close(first.release)
+	<-firstDone
+	if resp, body := sendRaw(t, f, http.MethodGet, path, nil, as("alice")); resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("alice's download after hers ended: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	// The handler counts a download done after its last byte went out,
+	// which can be just after the client has read it.
+	for i := 0; ; i++ {
+		f.h.perMu.Lock()
+		n := len(f.h.perDownload)
+		f.h.perMu.Unlock()
+		if n == 0 {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("%d principals still counted after every download ended", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -317,16 +317,14 @@ func validUploadID(id string) bool {
 // acquireOwned is acquire for owner: a session that another request holds
 // is reported busy only to its owner; to anyone else it does not exist.
 func (s *Store) acquireOwned(ctx context.Context, id, owner string) error {
-	err := s.acquire(id)
-	if err == nil {
-		return nil
+	// Ownership first, by reading only (the request holding the session
+	// may be using it, expired or not): a caller who is not the owner must
+	// not hold the session even for a moment, or by repeating refused
+	// requests it could keep the owner's appends failing as busy.
+	if _, err := s.peekUpload(ctx, id, owner); err != nil {
+		return err
 	}
-	// Only read: the request holding the session may still be using it,
-	// expired or not.
-	if _, rerr := s.peekUpload(ctx, id, owner); rerr != nil {
-		return rerr
-	}
-	return err
+	return s.acquire(id)
 }
 
 func (s *Store) acquire(id string) error {
