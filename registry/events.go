@@ -191,12 +191,25 @@ var errNotRegistry = errors.New("not a registry event")
 // for a known type whose body is malformed. The returned header has a parsed
 // time.
 func decodeEvent(entry []byte) (any, header, time.Time, error) {
-	var h struct {
-		Type string `json:"type"`
-		V    int    `json:"v"`
-	}
-	if err := json.Unmarshal(entry, &h); err != nil {
+	// "type" and "v" are read with their exact spelling, as every other
+	// JSON reader reads them: a struct would also take "Type" or "V" (the
+	// last of them wins), so {"type":"hallmark.model.created",…,"Type":"x"}
+	// would be skipped here while a script sees a model creation.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(entry, &top); err != nil {
 		return nil, header{}, time.Time{}, fmt.Errorf("%w: %v", errNotRegistry, err)
+	}
+	var h struct {
+		Type string
+		V    int
+	}
+	if err := json.Unmarshal(top["type"], &h.Type); err != nil {
+		return nil, header{}, time.Time{}, fmt.Errorf("%w: \"type\" is missing or not a string", errNotRegistry)
+	}
+	if raw, ok := top["v"]; ok {
+		if err := json.Unmarshal(raw, &h.V); err != nil {
+			h.V = -1 // not an integer: malformed below
+		}
 	}
 	ev := newEvent(h.Type)
 	if ev == nil {
@@ -210,7 +223,7 @@ func decodeEvent(entry []byte) (any, header, time.Time, error) {
 		return nil, header{}, time.Time{}, fmt.Errorf("%w: %s v%d (this build reads v%d)", ErrUnsupportedEvent, h.Type, h.V, eventVersion)
 	}
 	if h.V < 1 {
-		return nil, header{}, time.Time{}, fmt.Errorf("%s: \"v\" is %d or missing; every hallmark event has \"v\": %d", h.Type, h.V, eventVersion)
+		return nil, header{}, time.Time{}, fmt.Errorf("%s: \"v\" is missing, not an integer or below 1; every hallmark event has \"v\": %d", h.Type, eventVersion)
 	}
 	dec := json.NewDecoder(bytes.NewReader(entry))
 	dec.DisallowUnknownFields()

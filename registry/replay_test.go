@@ -229,7 +229,9 @@ func TestAmbiguousEntriesRejected(t *testing.T) {
 		{`{"type":"hallmark.model.created",` + hdr + `,"MODEL":"hidden"}`, `field .model is spelled in another case`},
 		{`{"type":"hallmark.model.created",` + hdr + `,"model":"first","model":"second"}`, `key "model" appears twice`},
 		{`{"type":"hallmark.model.created",` + hdr + `,"actor":{"id":"y","name":"y","auth":"local"},"model":"twice"}`, `key "actor" appears twice`},
-		{`{"type":"hallmark.model.created","time":"2026-03-01T12:00:00.000000000Z","actor":{"id":"x","name":"x","auth":"local"},"model":"nov"}`, `"v" is 0 or missing`},
+		{`{"type":"hallmark.model.created","time":"2026-03-01T12:00:00.000000000Z","actor":{"id":"x","name":"x","auth":"local"},"model":"nov"}`, `"v" is missing, not an integer or below 1`},
+		{`{"type":"hallmark.model.created",` + hdr + `,"model":"ghost","Type":"other.thing"}`, `bad type`},
+		{`{"type":"hallmark.model.created",` + hdr + `,"model":"ghost","V":2}`, `field .v: other JSON readers see 1 where the registry reads 2`},
 		{`{"type":"hallmark.principal.added",` + hdr + `,"principal":{"id":"hallmark","name":"Fake server","roles":["admin"]},"token_sha256":"` + strings.Repeat("0", 64) + `"}`, `reserved for the server`},
 	}
 	var entries []string
@@ -252,7 +254,7 @@ func TestAmbiguousEntriesRejected(t *testing.T) {
 			t.Errorf("entry %d: rejection %q (%v), want it to say %q", i, reason, err, c.reason)
 		}
 	}
-	for _, m := range []string{"visible", "hidden", "first", "second", "twice", "nov"} {
+	for _, m := range []string{"visible", "hidden", "first", "second", "twice", "nov", "ghost"} {
 		if _, err := e.reg.GetModel(ctx, m); !errors.Is(err, ErrNotFound) {
 			t.Errorf("model %q of a rejected entry exists: %v", m, err)
 		}
@@ -314,4 +316,23 @@ func TestCaseDistinctMapKeysAccepted(t *testing.T) {
 		t.Fatalf("GetVersion: %+v, %v", v.Metadata, err)
 	}
 	e.checkRebuildEqual(t)
+}
+
+// TestRejectionReasonDeterministic: the recorded reason (part of the
+// projection) names the same field on every run, so a rebuild agrees.
+func TestRejectionReasonDeterministic(t *testing.T) {
+	entry := []byte(`{"type":"hallmark.model.created","v":1,"time":"2026-03-01T12:00:00.000000000Z","actor":{"id":"x","name":"x","auth":"local"},"model":"a","MODEL":"b","ACTOR":{"id":"y","name":"y","auth":"local"}}`)
+	ev, _, _, err := decodeEvent(entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := checkCanonicalKeys(entry, ev)
+	if first == nil || !strings.Contains(first.Error(), "field .actor.id") {
+		t.Fatalf("reason %v, want the first field in sorted order (.actor.id)", first)
+	}
+	for range 200 {
+		if err := checkCanonicalKeys(entry, ev); err == nil || err.Error() != first.Error() {
+			t.Fatalf("reason changed: %v, then %v", first, err)
+		}
+	}
 }

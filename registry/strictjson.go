@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 )
 
@@ -97,7 +99,10 @@ func sameFields(got, want any, path string) error {
 		if !ok {
 			return fmt.Errorf("field %s: not an object", orRoot(path))
 		}
-		for k, wv := range w {
+		// Sorted, so that the reason recorded for a rejection (part of the
+		// projection) names the same field on every run and every rebuild.
+		for _, k := range slices.Sorted(maps.Keys(w)) {
+			wv := w[k]
 			gv, ok := g[k]
 			if !ok {
 				return fmt.Errorf("field %s is spelled in another case (names are case-sensitive)", path+"."+k)
@@ -106,8 +111,8 @@ func sameFields(got, want any, path string) error {
 				return err
 			}
 		}
-		for k, gv := range g {
-			if _, ok := w[k]; !ok && !zeroJSON(gv) {
+		for _, k := range slices.Sorted(maps.Keys(g)) {
+			if _, ok := w[k]; !ok && !zeroJSON(g[k]) {
 				return fmt.Errorf("field %s is not a field of the event (names are case-sensitive)", path+"."+k)
 			}
 		}
