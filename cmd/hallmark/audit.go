@@ -40,7 +40,7 @@ func runAuditExport(ctx context.Context, e *env, args []string) error {
 	from := fs.String("from", "", "first entry: a ledger index or an RFC 3339 time (default: the first)")
 	to := fs.String("to", "", "last entry: a ledger index or an RFC 3339 time (default: the latest)")
 	out := fs.String("out", "", "write the bundle here: a .zip file, or a directory that is absent or empty")
-	keptFile := fs.String("consistent-with", "", "a checkpoint you kept (an earlier bundle's checkpoint file, or `hallmark ledger checkpoint` output): the bundle proves its checkpoint extends it (verify with --previous-checkpoint)")
+	keptFile := fs.String("consistent-with", "", "a checkpoint `FILE` you kept (an earlier bundle's checkpoint file, or the output of 'hallmark ledger checkpoint'): the bundle proves its checkpoint extends it (verify with --previous-checkpoint)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -223,7 +223,7 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 	logKey := fs.String("log-key", "", "the log's note verifier key, or a file holding it (default: trust the bundle's, on first use)")
 	maxShown := fs.Int("max-problems", 100, "list at most this many problems per check")
 	maxEntries := fs.Uint64("max-entries", export.DefaultMaxEntries, "most entries a bundle may cover (match the server's --max-export-entries if it was raised)")
-	keptFile := fs.String("previous-checkpoint", "", "a checkpoint of the log you kept (an earlier bundle's checkpoint file, or `hallmark ledger checkpoint` output): prove the bundle's checkpoint extends it")
+	keptFile := fs.String("previous-checkpoint", "", "a checkpoint `FILE` of the log you kept (an earlier bundle's checkpoint file, or the output of 'hallmark ledger checkpoint'): prove the bundle's checkpoint extends it")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -255,7 +255,7 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 	}
 	if rep.TOFU {
 		fmt.Fprint(e.stderr, tofuWarning)
-		fmt.Fprintf(e.stderr, "  bundle's log key: %s\n\n", rep.LogKey)
+		fmt.Fprintf(e.stderr, "  bundle's log key: %s\n\n", printable(rep.LogKey))
 	}
 	// Every string below comes from the bundle, which may be hostile:
 	// printable quotes any with terminal escapes or invisible characters,
@@ -360,7 +360,7 @@ func runAuditAt(ctx context.Context, e *env, args []string) error {
 	}
 	x := res.Msg
 	if key == "" {
-		fmt.Fprint(e.stderr, strings.ReplaceAll(tofuWarning, "THE BUNDLE CARRIES", "THE SERVER SENT   "))
+		fmt.Fprint(e.stderr, strings.ReplaceAll(tofuWarning, "THE BUNDLE CARRIES.", "THE SERVER SENT.   "))
 		key = x.GetLogKey()
 	}
 	v, err := note.NewVerifier(key)
