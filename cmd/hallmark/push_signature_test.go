@@ -55,11 +55,39 @@ func TestPushSignedFixture(t *testing.T) {
 	}
 }
 
+// TestPushSignKeyRetry: ECDSA signatures differ on every run, so a re-run
+// of `push --sign-key` made a new bundle the server refused as "another
+// signature". The same key's retry is a retry; another key's is refused.
+func TestPushSignKeyRetry(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	model := writeModel(t, map[string]string{"w.bin": "weights", "c.json": "{}"})
+	key := writeSigningKeyOfType(t, signing.KeyECDSAP256)
+	s.mustCLI(s.admin, "push", model, "--model", "m", "--version", "1", "--sign-key", key)
+	before := s.mustCLI(s.admin, "show", "m@1")
+	if code, _, stderr := s.cli(s.admin, "push", model, "--model", "m", "--version", "1", "--sign-key", key); code != 0 || !strings.Contains(stderr, "already existed") {
+		t.Fatalf("retry with the same ECDSA key: exit %d, %s", code, stderr)
+	}
+	if after := s.mustCLI(s.admin, "show", "m@1"); after != before {
+		t.Fatalf("the retry changed the version:\n%s\nthen\n%s", before, after)
+	}
+	other := writeSigningKeyOfType(t, signing.KeyECDSAP256)
+	if code, _, stderr := s.cli(s.admin, "push", model, "--model", "m", "--version", "1", "--sign-key", other); code == 0 || !strings.Contains(stderr, "another signature bundle") {
+		t.Fatalf("push of the same files signed by another key: exit %d, %s; want it refused", code, stderr)
+	}
+}
+
 // writeSigningKey writes a new Ed25519 private key (PEM) to a file and
 // returns its path.
 func writeSigningKey(t testing.TB) string {
 	t.Helper()
-	priv, err := signing.GenerateKey(signing.KeyEd25519)
+	return writeSigningKeyOfType(t, signing.KeyEd25519)
+}
+
+// writeSigningKeyOfType writes a new private key of the given type (PEM)
+// to a file and returns its path.
+func writeSigningKeyOfType(t testing.TB, keyType string) string {
+	t.Helper()
+	priv, err := signing.GenerateKey(keyType)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -98,9 +101,9 @@ func runPush(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("model %s has no files", dir)
 	}
 
+	var s signing.Signer
 	switch {
 	case *signKey != "":
-		var s signing.Signer
 		if signing.IsKMSURI(*signKey) {
 			s, err = signing.NewKMSSigner(ctx, *signKey)
 		} else {
@@ -116,6 +119,16 @@ func runPush(ctx context.Context, e *env, args []string) error {
 	}
 
 	c := cf.clients()
+	if *signKey != "" {
+		// ECDSA signatures differ on every run, so a re-run push (after a
+		// lost answer, say) carries a bundle the server has never seen and
+		// would refuse as "another signature". When the version already
+		// carries a signature this key made over these files, send that
+		// one: the push is then the retry it is.
+		if kept, ok := keptSignature(ctx, c, *model, *label, m, s); ok {
+			bundle = kept
+		}
+	}
 	if err := uploadFiles(ctx, e, c, dir, fi.IsDir(), m, *workers); err != nil {
 		return err
 	}
@@ -232,4 +245,40 @@ func signedIgnorePaths(bundle []byte) ([]string, error) {
 		return nil, fmt.Errorf("reading its statement: %w", err)
 	}
 	return st.ModelIgnorePaths(), nil
+}
+
+// keptSignature returns the signature bundle recorded for model@label when
+// that version holds exactly the files of m and the bundle verifies, over
+// m, with the key of s (checked here, with nothing but that key trusted).
+func keptSignature(ctx context.Context, c *registryClients, model, label string, m signing.Manifest, s signing.Signer) ([]byte, bool) {
+	resp, err := c.registry.GetVersion(ctx, connect.NewRequest(&registryv1.GetVersionRequest{Model: model, Ref: label}))
+	if err != nil {
+		return nil, false // not there yet (or not readable): push as usual
+	}
+	v := resp.Msg.GetVersion()
+	if v.GetDigest() != "sha256:"+m.Digest().String() || v.GetSignatureBundleDigest() == "" {
+		return nil, false
+	}
+	d, err := blob.ParseDigest(v.GetSignatureBundleDigest())
+	if err != nil {
+		return nil, false
+	}
+	var buf bytes.Buffer
+	if _, err := c.blobs(nil).DownloadAtMost(ctx, d, 1<<20, &buf); err != nil {
+		return nil, false
+	}
+	var ts signing.TrustStore
+	if chain := s.CertificateChain(); len(chain) > 0 {
+		root, err := x509.ParseCertificate(chain[len(chain)-1])
+		if err != nil {
+			return nil, false
+		}
+		ts.Roots = []*x509.Certificate{root}
+	} else {
+		ts.PublicKeys = []crypto.PublicKey{s.PublicKey()}
+	}
+	if _, err := signing.VerifyManifest(ctx, buf.Bytes(), m, ts); err != nil {
+		return nil, false
+	}
+	return buf.Bytes(), true
 }
