@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -74,9 +75,17 @@ func main() {
 // run dispatches args to the longest matching command path and returns the
 // process exit code.
 func run(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		printUsage(e.stdout, args)
-		return 0
+	if len(args) == 0 {
+		// Not asked for help: a script that ran hallmark with no command
+		// made a mistake, and exit 0 would hide it.
+		printUsage(e.stderr, "")
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		return runHelp(e, args[1:])
+	case "--version":
+		args = append([]string{"version"}, args[1:]...)
 	}
 	var c command
 	var n int
@@ -87,8 +96,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	if c.run == nil {
-		fmt.Fprintf(e.stderr, "hallmark: unknown command %q; run 'hallmark help' for the list\n", strings.Join(args, " "))
-		return 2
+		return runGroup(e, args)
 	}
 	err := c.run(ctx, e, args[n:])
 	if err == nil {
@@ -109,25 +117,120 @@ func run(ctx context.Context, e *env, args []string) int {
 	return 1
 }
 
-func printUsage(w io.Writer, args []string) {
-	prefix := ""
-	if len(args) > 1 {
-		prefix = strings.Join(args[1:], " ")
+// runHelp answers "hallmark help [GROUP [SUBCOMMAND]]".
+func runHelp(e *env, topic []string) int {
+	prefix := strings.Join(topic, " ")
+	if prefix != "" && len(commandsUnder(prefix)) == 0 {
+		fmt.Fprintf(e.stderr, "hallmark help: no command %q; run 'hallmark help' for the list\n", prefix)
+		return 2
 	}
-	names := make([]string, 0, len(commands))
+	printUsage(e.stdout, prefix)
+	return 0
+}
+
+// runGroup answers args that name no command: a command group alone
+// ("hallmark ledger") or with help lists the group's subcommands; anything
+// else is an unknown command.
+func runGroup(e *env, args []string) int {
+	group := args[0]
+	sub := commandsUnder(group)
+	if len(sub) == 0 {
+		fmt.Fprintf(e.stderr, "hallmark: unknown command %q; run 'hallmark help' for the list\n", strings.Join(args, " "))
+		return 2
+	}
+	switch {
+	case len(args) == 1:
+		fmt.Fprintf(e.stderr, "hallmark %s: want a subcommand\n\n", group)
+	case len(args) == 2 && (args[1] == "help" || args[1] == "-h" || args[1] == "--help"):
+		printUsage(e.stdout, group)
+		return 0
+	default:
+		fmt.Fprintf(e.stderr, "hallmark: unknown command %q\n\n", strings.Join(args, " "))
+	}
+	printUsage(e.stderr, group)
+	return 2
+}
+
+// commandsUnder returns the sorted names of the commands that are prefix
+// or start with prefix and a space (all of them when prefix is empty), so
+// that "policy" never matches a command named "policyx".
+func commandsUnder(prefix string) []string {
+	var names []string
 	for name := range commands {
-		if strings.HasPrefix(name, prefix) {
+		if prefix == "" || name == prefix || strings.HasPrefix(name, prefix+" ") {
 			names = append(names, name)
 		}
 	}
 	sort.Strings(names)
-	fmt.Fprintln(w, "hallmark: a model registry and audit ledger for regulated environments")
+	return names
+}
+
+// printUsage lists the commands under prefix (every command when it is
+// empty).
+func printUsage(w io.Writer, prefix string) {
+	if prefix == "" {
+		fmt.Fprintln(w, "hallmark: a model registry and audit ledger for regulated environments")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Usage: hallmark COMMAND [flags]   (hallmark COMMAND -h for a command's flags)")
+	} else {
+		fmt.Fprintf(w, "Usage: hallmark %s SUBCOMMAND [flags]   (hallmark %s SUBCOMMAND -h for its flags)\n", prefix, prefix)
+	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Usage: hallmark COMMAND [flags]   (hallmark COMMAND -h for a command's flags)")
-	fmt.Fprintln(w)
-	for _, name := range names {
+	for _, name := range commandsUnder(prefix) {
 		fmt.Fprintf(w, "  %-22s %s\n", name, commands[name].summary)
 	}
+}
+
+func init() {
+	register(command{name: "version", summary: "print this build's version (as audit exports name it)", run: runVersion})
+}
+
+func runVersion(_ context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "version", "   (also: hallmark --version)")
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	bi, _ := debug.ReadBuildInfo() // nil without build information
+	fmt.Fprint(e.stdout, versionText(bi))
+	return nil
+}
+
+// versionText describes a build. Its first line is the generator name that
+// server-made audit exports carry (internal/server's exportGenerator:
+// "hallmark" and the main module's version, which go build stamps from the
+// VCS, "+dirty" for a modified tree), so an export can be matched to the
+// binary that made it; the second names the toolchain and commit.
+func versionText(bi *debug.BuildInfo) string {
+	if bi == nil {
+		return "hallmark (no build information: the binary was built without module support)\n"
+	}
+	var b strings.Builder
+	if bi.Main.Version != "" {
+		fmt.Fprintf(&b, "hallmark %s\n", bi.Main.Version)
+	} else {
+		b.WriteString("hallmark (version unknown)\n")
+	}
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	fmt.Fprintf(&b, "built with %s", bi.GoVersion)
+	if goos, goarch := settings["GOOS"], settings["GOARCH"]; goos != "" && goarch != "" {
+		fmt.Fprintf(&b, " for %s/%s", goos, goarch)
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		fmt.Fprintf(&b, ", commit %s", rev)
+		if t := settings["vcs.time"]; t != "" {
+			fmt.Fprintf(&b, " (%s)", t)
+		}
+		if settings["vcs.modified"] == "true" {
+			b.WriteString(", with uncommitted changes")
+		}
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 // newFlagSet returns a flag set for command name whose errors are returned,

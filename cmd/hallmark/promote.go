@@ -64,7 +64,7 @@ func runPromote(ctx context.Context, e *env, args []string) error {
 	expect := fs.String("expect", "", "the version (label or digest) the alias must point at now")
 	unset := fs.Bool("expect-unset", false, "the alias must not exist yet")
 	reason := fs.String("reason", "", "justification: a change ticket or a sentence (required, recorded)")
-	id := fs.String("id", "", "request id (default: assigned by the server); a retry with the same id cannot file twice")
+	id := fs.String("id", "", "request id: letters, digits, '.', '_', '-', not digits only (those read as a ledger index); default req-INDEX, assigned by the server; a retry with the same id cannot file twice")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -335,6 +335,11 @@ func runDecision(ctx context.Context, e *env, args []string) error {
 		if err := json.Unmarshal([]byte(ex), &v); err != nil {
 			return fmt.Errorf("reading the explanation: %w", err)
 		}
+		if len(v.Attributions) == 0 {
+			// An empty heading reads as a failed explanation.
+			fmt.Fprintf(w, "  explanation: nothing to explain: %s\n", nothingToExplain(d))
+			return nil
+		}
 		fmt.Fprintln(w, "  explanation:")
 		for _, a := range v.Attributions {
 			src := strings.Join(a.Sources, ", ")
@@ -347,10 +352,18 @@ func runDecision(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// nothingToExplain says why a decision's explanation attributes nothing.
+func nothingToExplain(d *registryv1.Decision) string {
+	if d.GetResult().GetAllow() {
+		return "the decision allowed the move with no deny or warn reasons"
+	}
+	return "the decision has no deny or warn reasons"
+}
+
 func runPrincipalsSetKey(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "principals set-key", "ID --public-key PEMFILE")
 	cf := addClientFlags(fs, e, true)
-	pub := fs.String("public-key", "", "the principal's public key, PEM (Ed25519 or ECDSA P-256); required")
+	pub := fs.String("public-key", "", "the principal's public key, PEM (Ed25519, or ECDSA P-256 or P-384); required")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err

@@ -138,6 +138,13 @@ func TestDecisionArg(t *testing.T) {
 	}
 }
 
+func TestSetKeyHelpNamesTheKeyTypes(t *testing.T) {
+	code, _, stderr := runCmd(t, "", "principals", "set-key", "-h")
+	if code != 0 || !strings.Contains(stderr, "Ed25519, or ECDSA P-256 or P-384") {
+		t.Fatalf("principals set-key -h: exit %d, %s", code, stderr)
+	}
+}
+
 func TestDeniedExitHint(t *testing.T) {
 	err := deniedExit(&registryv1.Decision{Status: registry.StatusDenied, Index: 7, RequestId: "6"})
 	var xe exitError
@@ -180,6 +187,14 @@ func TestPromoteApproveReplayCLI(t *testing.T) {
 		t.Fatalf("second promotion: %s", out)
 	}
 	id := requestID.FindStringSubmatch(out)[1]
+	if out := s.mustCLI(aud, "decision", "@"+decisionIndex.FindStringSubmatch(out)[1], "--explain"); !strings.Contains(out, "  explanation:\n    deny approvals.insufficient <- promotion.rego:") {
+		t.Fatalf("decision --explain of a waiting decision: %s", out)
+	}
+	// A request id of digits only would read as a ledger index.
+	if code, _, errOut := s.cli(rq, "promote", "m@2.0", "--to", "canary", "--expect-unset", "--reason", "CHG-3", "--id", "12345"); code != 1 ||
+		!strings.Contains(errOut, `invalid_argument: promotion request id "12345" is all digits`) {
+		t.Fatalf("promote --id 12345: exit %d, %s", code, errOut)
+	}
 
 	// Separation of duties: the requester may not approve.
 	if code, _, errOut := s.cli(rq, "approve", id, "--meaning", "approved"); code == 0 || !strings.Contains(errOut, "permission_denied") {
@@ -207,7 +222,8 @@ func TestPromoteApproveReplayCLI(t *testing.T) {
 	if out := s.mustCLI(aud, "requests", "--model", "m"); !strings.Contains(out, id) || !strings.Contains(out, "alice:approved") {
 		t.Fatalf("requests: %s", out)
 	}
-	if out := s.mustCLI(aud, "decision", id, "--explain"); !strings.Contains(out, "allowed") || !strings.Contains(out, "policy set  sha256:") {
+	if out := s.mustCLI(aud, "decision", id, "--explain"); !strings.Contains(out, "allowed") || !strings.Contains(out, "policy set  sha256:") ||
+		!strings.Contains(out, "  explanation: nothing to explain: the decision allowed the move with no deny or warn reasons\n") {
 		t.Fatalf("decision: %s", out)
 	}
 	// @INDEX is the decision at that ledger index; a bare number is a
