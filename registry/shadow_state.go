@@ -188,7 +188,7 @@ func (p *projector) applyShadowEvidence(ctx context.Context, tx stateTx, index u
 	if err != nil {
 		return reject("%v", err)
 	}
-	d, b, err := checkShadowBatch(tx, e.Deployment, sb)
+	d, b, merged, err := checkShadowBatch(tx, e.Deployment, sb)
 	if err != nil {
 		var de *Error
 		if errors.As(err, &de) {
@@ -199,23 +199,14 @@ func (p *projector) applyShadowEvidence(ctx context.Context, tx stateTx, index u
 	if d.Agent != e.Agent || b.Sequence != e.Sequence || b.ID() != e.Batch || payloadDigest(sb) != e.PayloadSHA256 {
 		return reject("entry's agent, sequence, batch id or payload digest does not match the batch")
 	}
-	return p.mergeShadowBatch(tx, index, d, b, e.PayloadSHA256, signedBlob, t)
+	return p.mergeShadowBatch(tx, index, d, b, merged, e.PayloadSHA256, signedBlob, t)
 }
 
-// mergeShadowBatch writes an accepted batch into the deployment's state.
-func (p *projector) mergeShadowBatch(tx stateTx, index uint64, d ShadowDeployment, b *shadow.Batch, payload string, signedBlob blob.Digest, t time.Time) error {
-	raw, err := tx.Get(key(prefixShadowEv, d.ID))
-	if err != nil {
-		return fmt.Errorf("reading evidence of %s: %w", d.ID, err)
-	}
-	ev, err := shadow.UnmarshalEvidence(raw)
-	if err != nil {
-		return fmt.Errorf("decoding stored evidence of %s: %w", d.ID, err)
-	}
-	if err := ev.MergeLimit(b.Evidence, MaxShadowSegments); err != nil {
-		return reject("batch %s: %v", b.ID(), err)
-	}
-	evb, err := shadow.MarshalEvidence(ev)
+// mergeShadowBatch writes an accepted batch into the deployment's state;
+// merged is the deployment's evidence with the batch's merged in, as
+// checkShadowBatch computed it.
+func (p *projector) mergeShadowBatch(tx stateTx, index uint64, d ShadowDeployment, b *shadow.Batch, merged *shadow.Evidence, payload string, signedBlob blob.Digest, t time.Time) error {
+	evb, err := shadow.MarshalEvidence(merged)
 	if err != nil {
 		return fmt.Errorf("encoding evidence of %s: %w", d.ID, err)
 	}
@@ -260,27 +251,42 @@ func payloadDigest(sb *shadow.SignedBatch) string {
 }
 
 // checkShadowBatch is the one check of a batch against the state, for live
-// reports and for replay: the deployment exists and runs, and
-// shadow.VerifyBatch accepts the batch for its agent's key above the last
-// accepted sequence. Failures are domain errors naming the batch.
-func checkShadowBatch(st stateReader, id string, sb *shadow.SignedBatch) (ShadowDeployment, *shadow.Batch, error) {
+// reports and for replay: the deployment exists and runs, shadow.VerifyBatch
+// accepts the batch for its agent's key above the last accepted sequence,
+// gathered under the deployment's comparator (digest, bins and kind, checked
+// before the segments are decoded), and the batch merges into the
+// deployment's evidence. It returns that merged evidence, which the
+// projection stores: whatever passes here cannot fail inside the sequencer.
+// Failures are domain errors naming the batch.
+func checkShadowBatch(st stateReader, id string, sb *shadow.SignedBatch) (ShadowDeployment, *shadow.Batch, *shadow.Evidence, error) {
 	d, err := getShadow(st, id)
 	if err != nil {
-		return ShadowDeployment{}, nil, err
+		return ShadowDeployment{}, nil, nil, err
 	}
 	if d.Stopped {
-		return d, nil, errorf(ErrFailedPrecondition, "shadow deployment %q was stopped at %s: it takes no more evidence", id, formatTime(d.StoppedAt))
+		return d, nil, nil, errorf(ErrFailedPrecondition, "shadow deployment %q was stopped at %s: it takes no more evidence", id, formatTime(d.StoppedAt))
+	}
+	cmp, err := shadow.NewComparator(d.Comparator.Config())
+	if err != nil || cmp.Digest() != d.Comparator.Digest {
+		return d, nil, nil, fmt.Errorf("%w: shadow deployment %q: recorded comparator does not rebuild (%v)", ErrProjectionMismatch, id, err)
 	}
 	b, err := shadow.VerifyBatch(sb, shadow.Expectation{DeploymentID: d.ID, AgentID: d.Agent, PublicKey: d.AgentKey,
-		LastSequence: d.LastSequence, MaxSegments: MaxShadowSegments})
+		LastSequence: d.LastSequence, MaxSegments: MaxShadowSegments, Comparator: cmp})
 	if err != nil {
-		return d, nil, batchError(d, err)
+		return d, nil, nil, batchError(d, err)
 	}
-	if b.Evidence.Comparator != d.Comparator.Digest {
-		return d, nil, errorf(ErrInvalidArgument, "evidence batch %s was gathered under comparator %s, but deployment %q compares with %s",
-			b.ID(), b.Evidence.Comparator, id, d.Comparator.Digest)
+	raw, err := st.Get(key(prefixShadowEv, d.ID))
+	if err != nil {
+		return d, nil, nil, fmt.Errorf("reading evidence of %s: %w", d.ID, err)
 	}
-	return d, b, nil
+	merged, err := shadow.UnmarshalEvidence(raw)
+	if err != nil {
+		return d, nil, nil, fmt.Errorf("decoding stored evidence of %s: %w", d.ID, err)
+	}
+	if err := merged.MergeLimit(b.Evidence, MaxShadowSegments); err != nil {
+		return d, nil, nil, errorf(ErrInvalidArgument, "evidence batch %s cannot be added to the evidence of deployment %q: %v", b.ID(), id, err)
+	}
+	return d, b, merged, nil
 }
 
 func batchError(d ShadowDeployment, err error) error {

@@ -6,7 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -368,5 +372,436 @@ func BenchmarkShadowEvidenceFor(b *testing.B) {
 		if raw, err := shadowEvidenceFor(f.e.log, "credit", "production", f.cand.Digest); err != nil || raw == nil {
 			b.Fatal(raw, err)
 		}
+	}
+}
+
+var numericShadowCfg = shadow.ComparatorConfig{Kind: shadow.KindNumeric, Pointer: "/score", AbsTol: 0.05, Edges: []float64{0.1, 0.3, 0.5, 0.7, 0.9}}
+
+// startNumericShadow starts deployment id of the fixture's candidate with a
+// numeric comparator and the agent key of seed.
+func startNumericShadow(t testing.TB, f *shadowFixture, id string, seed byte) (ShadowDeployment, Actor, ed25519.PrivateKey) {
+	t.Helper()
+	ctx := context.Background()
+	k := testKey(t, seed)
+	d, tok, err := f.e.reg.StartShadow(ctx, publisherActor, ShadowStartInput{Model: "credit", Candidate: "2.0.0", Alias: "production",
+		Comparator: numericShadowCfg, MinSample: 5, AgentKey: k.Public().(ed25519.PublicKey), ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	act, err := f.e.reg.Authenticate(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, act, k
+}
+
+// randomNumericEvidence is one batch's worth of mixed outcomes.
+func randomNumericEvidence(t testing.TB, cmp *shadow.Comparator, rng *rand.Rand) *shadow.Evidence {
+	t.Helper()
+	agg := shadow.NewAggregator(cmp)
+	segs := []string{"", "north", "south", "east", "west"}
+	for range 1 + rng.IntN(60) {
+		o := shadow.Observation{Segment: segs[rng.IntN(len(segs))], Outcome: shadow.Outcome(1 + rng.IntN(7)),
+			PrimaryLatency: time.Duration(rng.IntN(5e7)), ShadowLatency: time.Duration(rng.IntN(9e7))}
+		if o.Outcome == shadow.OutcomeCompared {
+			o.Primary = shadow.Value{Number: rng.Float64(), IsNumber: true}
+			o.Shadow = shadow.Value{Number: rng.Float64(), IsNumber: true}
+		}
+		if err := agg.Record(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return agg.Take()
+}
+
+func signEvidence(t testing.TB, id string, k ed25519.PrivateKey, seq uint64, ev *shadow.Evidence) []byte {
+	t.Helper()
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	sb, err := shadow.SignBatch(&shadow.Batch{DeploymentID: id, AgentID: id, Sequence: seq, Start: start, End: start, Evidence: ev}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb.Marshal()
+}
+
+// withoutDeploymentFacts drops the summary fields that differ between
+// deployments of the same evidence.
+func withoutDeploymentFacts(t testing.TB, raw []byte) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"deployment_id", "started_at", "updated_at", "policy_set", "status"} {
+		delete(m, k)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The same batches reported in different orders to three deployments, and
+// merged offline, give the same summary; it survives a rebuild, a reopen and
+// a resend of every batch (each answered as a duplicate).
+func TestShadowEvidenceOrderIndependent(t *testing.T) {
+	ctx := context.Background()
+	f := newShadowFixture(t)
+	if _, err := f.e.reg.StopShadow(ctx, publisherActor, f.dep.ID, "not this one"); err != nil {
+		t.Fatal(err)
+	}
+	cmp, err := shadow.NewComparator(numericShadowCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var evs []*shadow.Evidence
+	for range 40 {
+		evs = append(evs, randomNumericEvidence(t, cmp, rng))
+	}
+	offline := shadow.NewEvidence(cmp)
+	for _, ev := range evs {
+		if err := offline.MergeLimit(ev.Clone(), MaxShadowSegments); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wraw, err := json.Marshal(shadow.Summarize(shadow.Deployment{Candidate: f.cand.Digest, Baseline: f.base.Digest, Alias: "production"}, offline, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := withoutDeploymentFacts(t, wraw)
+	var last [][]byte
+	for i, id := range []string{"shd_order1", "shd_order2", "shd_order3"} {
+		d, act, k := startNumericShadow(t, f, id, byte(10+i))
+		last = nil
+		for j, p := range rng.Perm(len(evs)) {
+			b := signEvidence(t, d.ID, k, uint64(j+1), evs[p])
+			last = append(last, b)
+			if _, err := f.e.reg.ReportShadowEvidence(ctx, act, d.ID, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, sum, err := f.e.reg.GetShadow(ctx, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(sum)
+		if got := withoutDeploymentFacts(t, raw); got != want {
+			t.Errorf("%s: summary differs from the offline merge:\n got %s\nwant %s", id, got, want)
+		}
+		if i < 2 {
+			if _, err := f.e.reg.StopShadow(ctx, publisherActor, d.ID, "next order"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pol, err := shadowEvidenceFor(f.e.log, "credit", "production", f.cand.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := withoutDeploymentFacts(t, pol); got != want {
+		t.Errorf("policy evidence differs from the offline merge:\n got %s\nwant %s", got, want)
+	}
+	f.e.checkRebuildEqual(t)
+	f.e.close()
+	f.e.open(t)
+	for _, b := range last {
+		rep, err := f.e.reg.ReportShadowEvidence(ctx, adminActor, "shd_order3", b)
+		if err != nil || !rep.Duplicate {
+			t.Fatalf("resend after reopen: %+v, %v; want a duplicate", rep, err)
+		}
+	}
+	if again, _ := shadowEvidenceFor(f.e.log, "credit", "production", f.cand.Digest); string(again) != string(pol) {
+		t.Errorf("evidence changed after reopen and resend:\n%s\n%s", pol, again)
+	}
+}
+
+// Differences of ordinary but large numbers (a score in currency units)
+// saturate the fixed-point sum; the batch is accepted like any other, and
+// the summary's mean is the maximum, an upper bound.
+func TestShadowSaturatedDeltaSumAccepted(t *testing.T) {
+	ctx := context.Background()
+	f := newShadowFixture(t)
+	d, act, k := startNumericShadow(t, f, "shd_sat", 20)
+	cmp, _ := shadow.NewComparator(numericShadowCfg)
+	agg := shadow.NewAggregator(cmp)
+	rec := func(a, b float64) {
+		if err := agg.Record(shadow.Observation{Outcome: shadow.OutcomeCompared, Primary: shadow.Value{Number: a, IsNumber: true}, Shadow: shadow.Value{Number: b, IsNumber: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec(1, 2)
+	if _, err := f.e.reg.ReportShadowEvidence(ctx, act, d.ID, signEvidence(t, d.ID, k, 1, agg.Take())); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		rec(0, 1e10)
+	}
+	if _, err := f.e.reg.ReportShadowEvidence(ctx, act, d.ID, signEvidence(t, d.ID, k, 2, agg.Take())); err != nil {
+		t.Fatalf("report of a batch with a saturated delta sum: %v", err)
+	}
+	rec(0, 1.7e308)
+	rec(-1.7e308, 1.7e308) // the difference overflows float64
+	if _, err := f.e.reg.ReportShadowEvidence(ctx, act, d.ID, signEvidence(t, d.ID, k, 3, agg.Take())); err != nil {
+		t.Fatalf("report of a batch with an overflowing difference: %v", err)
+	}
+	_, sum, err := f.e.reg.GetShadow(ctx, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd := sum.Overall.NumericDelta
+	if sum.Overall.N != 8 || nd == nil || nd.MaxAbs != math.MaxFloat64 || nd.MeanAbs != nd.MaxAbs {
+		t.Fatalf("overall: n %d, numeric delta %+v; want 8 and mean = max = MaxFloat64", sum.Overall.N, nd)
+	}
+	f.e.checkRebuildEqual(t)
+}
+
+// Batches that would pass VerifyBatch but cannot merge into the deployment's
+// evidence are refused before the append, as invalid arguments naming the
+// problem, not as internal errors from the sequencer.
+func TestShadowUnmergeableBatchRefused(t *testing.T) {
+	ctx := context.Background()
+	f := newShadowFixture(t)
+	d, act, k := startNumericShadow(t, f, "shd_shape", 21)
+	cmp, _ := shadow.NewComparator(numericShadowCfg)
+	dropped := func(c *shadow.Comparator) *shadow.Evidence {
+		agg := shadow.NewAggregator(c)
+		_ = agg.Record(shadow.Observation{Outcome: shadow.OutcomeDropped})
+		return agg.Take()
+	}
+	// Right digest, numeric flag cleared.
+	flagless := dropped(cmp)
+	flagless.Numeric = false
+	// Right digest, another bin count.
+	wider, _ := shadow.NewComparator(shadow.ComparatorConfig{Kind: shadow.KindNumeric, Pointer: "/score", Edges: []float64{0.5}})
+	binned := dropped(wider)
+	binned.Comparator = cmp.Digest()
+	// Counts that each decode but overflow 2^53 once merged.
+	huge := func() *shadow.Evidence {
+		ev := dropped(cmp)
+		s := ev.Segments[shadow.DefaultSegment]
+		s.Requests, s.Drops = 1<<53, 1<<53
+		return ev
+	}
+	if _, err := f.e.reg.ReportShadowEvidence(ctx, act, d.ID, signEvidence(t, d.ID, k, 1, huge())); err != nil {
+		t.Fatalf("first batch of 2^53 requests: %v", err)
+	}
+	tests := []struct {
+		name   string
+		ev     *shadow.Evidence
+		substr string
+	}{
+		{"numeric flag cleared", flagless, "(label, 6 bins), want " + cmp.Digest() + " (numeric, 6 bins)"},
+		{"other bin count", binned, "(numeric, 2 bins), want " + cmp.Digest() + " (numeric, 6 bins)"},
+		{"counts overflow once merged", huge(), "cannot be added to the evidence of deployment \"shd_shape\""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			size := f.e.log.Size()
+			_, err := f.e.reg.ReportShadowEvidence(ctx, act, d.ID, signEvidence(t, d.ID, k, uint64(2+i), tt.ev))
+			wantErr(t, err, ErrInvalidArgument, tt.substr)
+			var de *Error
+			if !errors.As(err, &de) {
+				t.Errorf("error is not a domain error (an RPC would answer internal): %v", err)
+			}
+			if f.e.log.Size() != size {
+				t.Errorf("refused batch grew the ledger from %d to %d", size, f.e.log.Size())
+			}
+		})
+	}
+	f.e.checkRebuildEqual(t)
+}
+
+// allocated returns the bytes allocated while fn runs.
+func allocated(fn func()) uint64 {
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	fn()
+	runtime.ReadMemStats(&m1)
+	return m1.TotalAlloc - m0.TotalAlloc
+}
+
+// A large batch the deployment will refuse costs a hash of its bytes, not a
+// decoding of its segments: the signature is checked before anything but the
+// header is read, and a signed batch of the wrong shape is refused from its
+// header.
+func TestShadowHostileBatchRefusedCheaply(t *testing.T) {
+	ctx := context.Background()
+	f := newShadowFixture(t)
+	d, act, k := startNumericShadow(t, f, "shd_cost", 22)
+	var edges []float64
+	for i := range 1023 {
+		edges = append(edges, float64(i))
+	}
+	wide, err := shadow.NewComparator(shadow.ComparatorConfig{Kind: shadow.KindNumeric, Pointer: "/s", Edges: edges})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmp, _ := shadow.NewComparator(numericShadowCfg)
+	many := func(c *shadow.Comparator, segments int) *shadow.Evidence {
+		agg, err := shadow.NewAggregatorWith(c, shadow.AggregatorConfig{MaxSegments: 4095})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range segments {
+			for j := 0; j < 2400; j += 40 {
+				_ = agg.Record(shadow.Observation{Segment: fmt.Sprintf("s%d", i), Outcome: shadow.OutcomeShadowError,
+					PrimaryLatency: time.Duration(float64(time.Microsecond) * math.Pow(1.02, float64(j))),
+					ShadowLatency:  time.Duration(float64(time.Microsecond) * math.Pow(1.02, float64(j+1)))})
+			}
+		}
+		return agg.Take()
+	}
+	tests := []struct {
+		name   string
+		signed []byte
+		substr string
+	}{
+		{"wrong key", signEvidence(t, d.ID, testKey(t, 99), 1, many(wide, 1800)), "signature does not verify"},
+		{"other comparator", signEvidence(t, d.ID, k, 1, many(wide, 1800)), "want " + cmp.Digest()},
+		{"too many segments", signEvidence(t, d.ID, k, 1, many(cmp, 4000)), "at least 3999 named segments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if len(tt.signed) < 512<<10 {
+				t.Fatalf("batch of %d bytes is too small to show anything", len(tt.signed))
+			}
+			var err error
+			n := allocated(func() { _, err = f.e.reg.ReportShadowEvidence(ctx, act, d.ID, tt.signed) })
+			wantErr(t, err, ErrInvalidArgument, tt.substr)
+			// Copying the envelope and the signed message is about twice its
+			// size; decoding its segments was about forty times.
+			t.Logf("%d-byte batch refused with %d bytes allocated (%.1fx)", len(tt.signed), n, float64(n)/float64(len(tt.signed)))
+			if n > 4*uint64(len(tt.signed)) {
+				t.Errorf("refusing a %d-byte batch allocated %d bytes, more than 4 times its size", len(tt.signed), n)
+			}
+		})
+	}
+}
+
+// Resends keep their answers now that the signature is checked before the
+// payload is decoded: an exact resend is a duplicate (even once the
+// deployment has stopped), a forged one a bad signature, and other content
+// under an accepted sequence a replay.
+func TestShadowResendAnswers(t *testing.T) {
+	ctx := context.Background()
+	f := newShadowFixture(t)
+	b1 := f.batch(t, f.dep.ID, f.key, 5, []string{"a"}, 3, 1)
+	rep, err := f.e.reg.ReportShadowEvidence(ctx, f.agentAct, f.dep.ID, b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := shadow.ParseSignedBatch(b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &shadow.SignedBatch{Payload: sb.Payload, Signature: append([]byte(nil), sb.Signature...)}
+	forged.Signature[0] ^= 1
+	_, err = f.e.reg.ReportShadowEvidence(ctx, f.agentAct, f.dep.ID, forged.Marshal())
+	wantErr(t, err, ErrInvalidArgument, "signature does not verify")
+	_, err = f.e.reg.ReportShadowEvidence(ctx, f.agentAct, f.dep.ID, f.batch(t, f.dep.ID, f.key, 5, []string{"b"}, 1, 0))
+	wantErr(t, err, ErrAlreadyExists, "already accepted with other content")
+	if _, err := f.e.reg.StopShadow(ctx, publisherActor, f.dep.ID, "done"); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.e.reg.ReportShadowEvidence(ctx, adminActor, f.dep.ID, b1)
+	if err != nil || !again.Duplicate || again.LedgerIndex != rep.LedgerIndex {
+		t.Fatalf("exact resend after stop: %+v, %v; want a duplicate of %+v", again, err, rep)
+	}
+	_, err = f.e.reg.ReportShadowEvidence(ctx, adminActor, f.dep.ID, f.batch(t, f.dep.ID, f.key, 6, []string{"a"}, 1, 0))
+	wantErr(t, err, ErrFailedPrecondition, "stopped")
+}
+
+// Concurrent reports (each batch sent twice at once) racing a stop: what was
+// acknowledged as new is exactly what is counted, each batch once.
+func TestShadowReportsRaceStop(t *testing.T) {
+	ctx := context.Background()
+	f := newShadowFixture(t)
+	d, act, k := startNumericShadow(t, f, "shd_race", 30)
+	cmp, _ := shadow.NewComparator(numericShadowCfg)
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 30
+	var batches [][]byte
+	var reqs []uint64
+	for i := range n {
+		ev := randomNumericEvidence(t, cmp, rng)
+		var r uint64
+		for _, s := range ev.Segments {
+			r += s.Requests
+		}
+		reqs = append(reqs, r)
+		batches = append(batches, signEvidence(t, d.ID, k, uint64(i+1), ev))
+	}
+	type result struct {
+		i   int
+		rep ShadowReport
+		err error
+	}
+	out := make(chan result, 2*n)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			var pair sync.WaitGroup
+			for range 2 {
+				pair.Add(1)
+				go func() {
+					defer pair.Done()
+					rep, err := f.e.reg.ReportShadowEvidence(ctx, act, d.ID, batches[i])
+					out <- result{i, rep, err}
+				}()
+			}
+			pair.Wait()
+		}
+	}()
+	if _, err := f.e.reg.StopShadow(ctx, publisherActor, d.ID, "race"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(out)
+	var fresh, acked uint64
+	counted := map[int]int{}
+	for r := range out {
+		if r.err == nil && !r.rep.Duplicate {
+			fresh++
+			counted[r.i]++
+			acked += reqs[r.i]
+		}
+	}
+	for i, c := range counted {
+		if c != 1 {
+			t.Errorf("batch %d acknowledged as new %d times", i, c)
+		}
+	}
+	dd, sum, err := f.e.reg.GetShadow(ctx, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dd.Batches != fresh || sum.Overall.Requests != acked {
+		t.Errorf("acknowledged %d batches of %d requests; deployment counts %d batches of %d requests", fresh, acked, dd.Batches, sum.Overall.Requests)
+	}
+	f.e.checkRebuildEqual(t)
+}
+
+// Design facts the review raised (docs/design/shadow-registry.md): revoking
+// the candidate does not stop its deployment; its agent keeps reporting
+// until the deployment is stopped.
+func TestShadowRevokedCandidateKeepsRunning(t *testing.T) {
+	ctx := context.Background()
+	f := newShadowFixture(t)
+	if _, err := f.e.reg.RevokeVersion(ctx, adminActor, "credit", "2.0.0", "bad"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.e.reg.Authenticate(ctx, f.token); err != nil {
+		t.Fatalf("agent token after the candidate was revoked: %v", err)
+	}
+	if _, err := f.e.reg.ReportShadowEvidence(ctx, f.agentAct, f.dep.ID, f.batch(t, f.dep.ID, f.key, 1, []string{"a"}, 3, 0)); err != nil {
+		t.Fatalf("report after the candidate was revoked: %v", err)
+	}
+	if d, _, _ := f.e.reg.GetShadow(ctx, f.dep.ID); d.Stopped || d.Batches != 1 {
+		t.Fatalf("deployment after the candidate was revoked: stopped %v, batches %d; want running with 1", d.Stopped, d.Batches)
 	}
 }

@@ -28,6 +28,10 @@ var (
 	// ErrReplay is returned by VerifyBatch for a batch whose sequence number
 	// is not above the last accepted one (a replay or a duplicate delivery).
 	ErrReplay = errors.New("evidence batch replayed")
+	// ErrComparatorMismatch is returned by VerifyBatch for evidence whose
+	// header (comparator digest, bin count, numeric flag) is not that of
+	// Expectation.Comparator.
+	ErrComparatorMismatch = errors.New("evidence batch gathered under another comparator")
 )
 
 const (
@@ -94,25 +98,70 @@ func (b *Batch) MarshalBinary() ([]byte, error) {
 	return appendEvidence(out, b.Evidence)
 }
 
+// BatchHeader is what a batch payload declares before its segments: who
+// sent it, its sequence, and the shape of its evidence.
+type BatchHeader struct {
+	DeploymentID string
+	AgentID      string
+	Sequence     uint64
+	Start, End   time.Time
+	// Comparator, Bins and Numeric are the evidence header; Segments is the
+	// number of segments that follow.
+	Comparator string
+	Bins       int
+	Numeric    bool
+	Segments   int
+}
+
+// ID returns the batch id.
+func (h BatchHeader) ID() string { return BatchID(h.DeploymentID, h.AgentID, h.Sequence) }
+
+// PeekBatch decodes a batch payload's header without decoding its segments,
+// at a cost independent of the payload's size. Its checks are those of
+// DecodeBatch for the header; the rest of the payload is not looked at, so
+// a payload PeekBatch accepts may still fail DecodeBatch.
+func PeekBatch(payload []byte) (BatchHeader, error) {
+	r := &reader{b: payload}
+	h, err := readBatchHeader(r)
+	if err != nil {
+		return BatchHeader{}, err
+	}
+	ev, n, err := readEvidenceHeader(r)
+	if err != nil {
+		return BatchHeader{}, err
+	}
+	h.Comparator, h.Bins, h.Numeric, h.Segments = ev.Comparator, ev.Bins, ev.Numeric, n
+	return h, nil
+}
+
+func readBatchHeader(r *reader) (BatchHeader, error) {
+	if !r.magic(batchMagic) {
+		return BatchHeader{}, fmt.Errorf("%w: bad magic", ErrMalformedBatch)
+	}
+	var h BatchHeader
+	h.DeploymentID = r.str(maxIDLen)
+	h.AgentID = r.str(maxIDLen)
+	h.Sequence = r.uvarint()
+	start, end := r.varint(), r.varint()
+	if r.err != nil {
+		return BatchHeader{}, fmt.Errorf("%w: header: %w", ErrMalformedBatch, r.err)
+	}
+	if h.DeploymentID == "" || h.AgentID == "" || h.Sequence == 0 || end < start {
+		return BatchHeader{}, fmt.Errorf("%w: header: empty id, zero sequence or end before start", ErrMalformedBatch)
+	}
+	h.Start, h.End = time.Unix(0, start).UTC(), time.Unix(0, end).UTC()
+	return h, nil
+}
+
 // DecodeBatch parses a batch payload. It accepts only canonical encodings of
 // valid batches: bounded sizes, consistent counts, no trailing bytes.
 func DecodeBatch(data []byte) (*Batch, error) {
 	r := &reader{b: data}
-	if !r.magic(batchMagic) {
-		return nil, fmt.Errorf("%w: bad magic", ErrMalformedBatch)
+	h, err := readBatchHeader(r)
+	if err != nil {
+		return nil, err
 	}
-	b := &Batch{}
-	b.DeploymentID = r.str(maxIDLen)
-	b.AgentID = r.str(maxIDLen)
-	b.Sequence = r.uvarint()
-	start, end := r.varint(), r.varint()
-	if r.err != nil {
-		return nil, fmt.Errorf("%w: header: %w", ErrMalformedBatch, r.err)
-	}
-	if b.DeploymentID == "" || b.AgentID == "" || b.Sequence == 0 || end < start {
-		return nil, fmt.Errorf("%w: header: empty id, zero sequence or end before start", ErrMalformedBatch)
-	}
-	b.Start, b.End = time.Unix(0, start).UTC(), time.Unix(0, end).UTC()
+	b := &Batch{DeploymentID: h.DeploymentID, AgentID: h.AgentID, Sequence: h.Sequence, Start: h.Start, End: h.End}
 	ev, err := readEvidence(r)
 	if err != nil {
 		return nil, err
@@ -220,34 +269,70 @@ type Expectation struct {
 	// a batch may hold; 0 means DefaultMaxSegments. Configure it like the
 	// agents' aggregators.
 	MaxSegments int
+	// Comparator, when not nil, is the comparator the evidence must have
+	// been gathered under: same digest, bin count and kind. A batch whose
+	// header says otherwise is refused (ErrComparatorMismatch) before its
+	// segments are decoded.
+	Comparator *Comparator
 }
 
-// VerifyBatch is the registry's gate for evidence: it checks the signature
-// with the agent's public key (before decoding anything), decodes the
-// payload strictly, and refuses a batch for another deployment or agent
-// (ErrForeignBatch) or one whose sequence is not above want.LastSequence
-// (ErrReplay), or one with more named segments than want.MaxSegments
-// (*SegmentLimitError, wrapping ErrTooManySegments) or a segment name
-// outside the naming policy (ErrSegmentName). Only a batch that passes may
-// be merged (with Evidence.MergeLimit) and its sequence recorded as the new
-// LastSequence.
-func VerifyBatch(sb *SignedBatch, want Expectation) (*Batch, error) {
-	if len(want.PublicKey) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("verifying batch: agent public key has %d bytes, want %d", len(want.PublicKey), ed25519.PublicKeySize)
+// VerifySignature reports whether sb carries a valid signature of its
+// payload by pub. It looks at nothing else.
+func VerifySignature(sb *SignedBatch, pub ed25519.PublicKey) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("verifying batch: agent public key has %d bytes, want %d", len(pub), ed25519.PublicKeySize)
 	}
-	if sb == nil || len(sb.Signature) != ed25519.SignatureSize || !ed25519.Verify(want.PublicKey, signedMessage(sb.Payload), sb.Signature) {
-		return nil, ErrBadSignature
+	if sb == nil || len(sb.Signature) != ed25519.SignatureSize || !ed25519.Verify(pub, signedMessage(sb.Payload), sb.Signature) {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+// VerifyBatch is the registry's gate for evidence. In this order, so that
+// untrusted bytes cost little until they prove to be the agent's: it checks
+// the signature with the agent's public key; decodes the header alone and
+// refuses a batch for another deployment or agent (ErrForeignBatch), one
+// whose sequence is not above want.LastSequence (ErrReplay), one gathered
+// under another comparator than want.Comparator (ErrComparatorMismatch),
+// or one declaring more segments than want.MaxSegments allows
+// (*SegmentLimitError); then decodes the segments strictly and refuses a
+// segment name outside the naming policy (ErrSegmentName). Only a batch
+// that passes may be merged (with Evidence.MergeLimit) and its sequence
+// recorded as the new LastSequence.
+func VerifyBatch(sb *SignedBatch, want Expectation) (*Batch, error) {
+	if err := VerifySignature(sb, want.PublicKey); err != nil {
+		return nil, err
+	}
+	h, err := PeekBatch(sb.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("verifying batch: %w", err)
+	}
+	if h.DeploymentID != want.DeploymentID || h.AgentID != want.AgentID {
+		return nil, fmt.Errorf("%w: batch %s is for deployment %q agent %q, want deployment %q agent %q",
+			ErrForeignBatch, h.ID(), h.DeploymentID, h.AgentID, want.DeploymentID, want.AgentID)
+	}
+	if h.Sequence <= want.LastSequence {
+		return nil, fmt.Errorf("%w: batch %s has sequence %d, last accepted is %d", ErrReplay, h.ID(), h.Sequence, want.LastSequence)
+	}
+	if c := want.Comparator; c != nil {
+		if wantNumeric := c.Kind() == KindNumeric; h.Comparator != c.Digest() || h.Bins != c.Bins() || h.Numeric != wantNumeric {
+			return nil, fmt.Errorf("%w: batch %s holds evidence of comparator %s (%s, %d bins), want %s (%s, %d bins)",
+				ErrComparatorMismatch, h.ID(), h.Comparator, kindWord(h.Numeric), h.Bins, c.Digest(), kindWord(wantNumeric), c.Bins())
+		}
+	}
+	max := want.MaxSegments
+	if max <= 0 {
+		max = DefaultMaxSegments
+	}
+	// One of the declared segments may be the overflow segment, so at
+	// least all but one are named; the exact count is checked once the
+	// segments are decoded.
+	if h.Segments > max+1 {
+		return nil, fmt.Errorf("verifying batch: %w", &SegmentLimitError{Batch: h.ID(), Segments: h.Segments - 1, Max: max, AtLeast: true})
 	}
 	b, err := DecodeBatch(sb.Payload)
 	if err != nil {
 		return nil, fmt.Errorf("verifying batch: %w", err)
-	}
-	if b.DeploymentID != want.DeploymentID || b.AgentID != want.AgentID {
-		return nil, fmt.Errorf("%w: batch %s is for deployment %q agent %q, want deployment %q agent %q",
-			ErrForeignBatch, b.ID(), b.DeploymentID, b.AgentID, want.DeploymentID, want.AgentID)
-	}
-	if b.Sequence <= want.LastSequence {
-		return nil, fmt.Errorf("%w: batch %s has sequence %d, last accepted is %d", ErrReplay, b.ID(), b.Sequence, want.LastSequence)
 	}
 	if err := b.Evidence.CheckSegments(want.MaxSegments); err != nil {
 		var le *SegmentLimitError
@@ -258,6 +343,13 @@ func VerifyBatch(sb *SignedBatch, want Expectation) (*Batch, error) {
 		return nil, fmt.Errorf("verifying batch %s: %w", b.ID(), err)
 	}
 	return b, nil
+}
+
+func kindWord(numeric bool) string {
+	if numeric {
+		return "numeric"
+	}
+	return "label"
 }
 
 func checkID(what, s string) error {
@@ -339,7 +431,9 @@ func appendSketch(out []byte, s *ddsketch.DDSketch) []byte {
 	return out
 }
 
-func readEvidence(r *reader) (*Evidence, error) {
+// readEvidenceHeader reads the evidence header: an empty Evidence with its
+// comparator, kind and bins, and the number of segments that follow.
+func readEvidenceHeader(r *reader) (*Evidence, int, error) {
 	ev := &Evidence{Segments: map[string]*SegmentEvidence{}}
 	ev.Comparator = r.str(maxIDLen)
 	switch r.byte() {
@@ -352,12 +446,21 @@ func readEvidence(r *reader) (*Evidence, error) {
 	bins := r.uvarint()
 	n := r.uvarint()
 	if r.err != nil {
-		return nil, fmt.Errorf("%w: evidence header: %w", ErrMalformedBatch, r.err)
+		return nil, 0, fmt.Errorf("%w: evidence header: %w", ErrMalformedBatch, r.err)
 	}
 	if bins < 1 || bins > maxBins || n > maxSegments {
-		return nil, fmt.Errorf("%w: %d bins (1..%d), %d segments (at most %d)", ErrMalformedBatch, bins, maxBins, n, maxSegments)
+		return nil, 0, fmt.Errorf("%w: %d bins (1..%d), %d segments (at most %d)", ErrMalformedBatch, bins, maxBins, n, maxSegments)
 	}
 	ev.Bins = int(bins)
+	return ev, int(n), nil
+}
+
+func readEvidence(r *reader) (*Evidence, error) {
+	ev, segs, err := readEvidenceHeader(r)
+	if err != nil {
+		return nil, err
+	}
+	n := uint64(segs)
 	prev := ""
 	for i := uint64(0); i < n; i++ {
 		name := r.str(maxSegmentName)
@@ -411,6 +514,11 @@ func (s *SegmentEvidence) check(numeric bool) error {
 		return errors.New("numeric max delta not a finite non-negative number")
 	case numeric && s.DeltaCount > c.Compared, !numeric && (s.DeltaCount != 0 || s.DeltaSumNano != 0 || s.DeltaMax != 0):
 		return errors.New("numeric deltas inconsistent with the comparison kind")
+	case s.DeltaCount == 0 && s.DeltaMax != 0:
+		return errors.New("numeric max delta without numeric deltas")
+	case s.DeltaSumNano > maxDeltaSum(s.DeltaCount, s.DeltaMax):
+		// Each difference adds at most deltaNanos(DeltaMax) to the sum.
+		return errors.New("numeric delta sum above count × max delta")
 	}
 	return nil
 }

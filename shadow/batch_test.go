@@ -263,6 +263,10 @@ func FuzzDecodeBatch(f *testing.F) {
 			if err != nil || !bytes.Equal(again, data) {
 				t.Fatalf("accepted batch does not re-encode to its bytes (%v)", err)
 			}
+			if h, err := PeekBatch(data); err != nil || h.ID() != b.ID() || h.Bins != b.Evidence.Bins || h.Numeric != b.Evidence.Numeric ||
+				h.Comparator != b.Evidence.Comparator || h.Segments != len(b.Evidence.Segments) {
+				t.Fatalf("PeekBatch of an accepted batch: %+v, %v", h, err)
+			}
 			_ = Summarize(Deployment{}, b.Evidence, 10)
 			if err := b.Evidence.Clone().Merge(b.Evidence); err != nil && !errors.Is(err, ErrMerge) {
 				t.Fatalf("merge: %v", err)

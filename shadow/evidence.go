@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"sort"
 	"sync"
 	"time"
@@ -41,9 +42,43 @@ const (
 	// maxCount keeps every count exact in the float64 sketch stores.
 	maxCount = 1 << 53
 	// deltaScale: numeric difference sums are kept in fixed point
-	// (nanounits) so merging is exactly associative and commutative.
+	// (nanounits) so merging is exactly associative and commutative. The
+	// sum saturates at math.MaxUint64 (about 1.8e10 units) instead of
+	// wrapping or failing; saturating addition of non-negative numbers is
+	// still associative and commutative, and a saturated sum makes the
+	// summary report max_abs as the mean (see summarizeSegment).
 	deltaScale = 1e9
 )
+
+// addSat returns a+b, or math.MaxUint64 when the sum does not fit.
+func addSat(a, b uint64) uint64 {
+	s, carry := bits.Add64(a, b, 0)
+	if carry != 0 {
+		return math.MaxUint64
+	}
+	return s
+}
+
+// deltaNanos is the fixed-point contribution of one difference d >= 0 to a
+// segment's delta sum, saturated. It is monotonic in d, which the decoder's
+// bound on the sum (maxDeltaSum) relies on.
+func deltaNanos(d float64) uint64 {
+	n := d * deltaScale
+	if !(n < 1<<64) { // also catches +Inf; NaN never gets here
+		return math.MaxUint64
+	}
+	return uint64(n)
+}
+
+// maxDeltaSum bounds the delta sum of count differences of at most max
+// each: count × deltaNanos(max), saturated.
+func maxDeltaSum(count uint64, max float64) uint64 {
+	hi, lo := bits.Mul64(count, deltaNanos(max))
+	if hi != 0 {
+		return math.MaxUint64
+	}
+	return lo
+}
 
 var latencyMapping = func() mapping.IndexMapping {
 	m, err := mapping.NewLogarithmicMapping(RelativeAccuracy)
@@ -100,8 +135,10 @@ type SegmentEvidence struct {
 	// PrimaryHist and ShadowHist count compared pairs' outputs per bin.
 	PrimaryHist []uint64
 	ShadowHist  []uint64
-	// DeltaCount, DeltaSumNano (sum of |a-b| in units of 1e-9) and DeltaMax
-	// describe numeric differences of compared pairs.
+	// DeltaCount, DeltaSumNano (sum of |a-b| in units of 1e-9, saturating
+	// at math.MaxUint64) and DeltaMax (finite: a difference beyond
+	// math.MaxFloat64 is recorded as math.MaxFloat64) describe numeric
+	// differences of compared pairs.
 	DeltaCount   uint64
 	DeltaSumNano uint64
 	DeltaMax     float64
@@ -174,7 +211,8 @@ func (e *Evidence) Clone() *Evidence {
 }
 
 // Merge adds other into e. It fails, leaving e unchanged, if the comparators
-// differ or a count would exceed 2^53.
+// differ or a count would exceed 2^53. The numeric delta sum saturates
+// rather than fails (see deltaScale).
 func (e *Evidence) Merge(other *Evidence) error {
 	if other == nil || other.Empty() {
 		return nil
@@ -210,8 +248,8 @@ func checkSum(s, o *SegmentEvidence) error {
 			return errors.New("histogram overflow")
 		}
 	}
-	if s.DeltaCount+o.DeltaCount > maxCount || s.DeltaSumNano+o.DeltaSumNano < s.DeltaSumNano {
-		return errors.New("numeric delta overflow")
+	if s.DeltaCount+o.DeltaCount > maxCount {
+		return errors.New("numeric delta count overflow")
 	}
 	if s.PrimaryLatency.GetCount()+o.PrimaryLatency.GetCount() > maxCount || s.ShadowLatency.GetCount()+o.ShadowLatency.GetCount() > maxCount {
 		return errors.New("latency sketch overflow")
@@ -219,17 +257,21 @@ func checkSum(s, o *SegmentEvidence) error {
 	return nil
 }
 
+// mergeSegment adds o into s. Every addition saturates: Merge checks the
+// counts beforehand, but Summarize folds any number of segments into its
+// overall figures, where a wrapped sum would turn a huge total into a small
+// one.
 func mergeSegment(s, o *SegmentEvidence) {
 	sf, of := s.Counts.fields(), o.Counts.fields()
 	for i := range sf {
-		*sf[i] += *of[i]
+		*sf[i] = addSat(*sf[i], *of[i])
 	}
 	for i := range s.PrimaryHist {
-		s.PrimaryHist[i] += o.PrimaryHist[i]
-		s.ShadowHist[i] += o.ShadowHist[i]
+		s.PrimaryHist[i] = addSat(s.PrimaryHist[i], o.PrimaryHist[i])
+		s.ShadowHist[i] = addSat(s.ShadowHist[i], o.ShadowHist[i])
 	}
-	s.DeltaCount += o.DeltaCount
-	s.DeltaSumNano += o.DeltaSumNano
+	s.DeltaCount = addSat(s.DeltaCount, o.DeltaCount)
+	s.DeltaSumNano = addSat(s.DeltaSumNano, o.DeltaSumNano)
 	s.DeltaMax = math.Max(s.DeltaMax, o.DeltaMax)
 	_ = s.PrimaryLatency.MergeWith(o.PrimaryLatency) // same mapping by construction
 	_ = s.ShadowLatency.MergeWith(o.ShadowLatency)
@@ -377,13 +419,15 @@ func (a *Aggregator) Record(o Observation) error {
 		s.PrimaryHist[pb]++
 		s.ShadowHist[sb]++
 		if numeric && !math.IsNaN(delta) {
+			// |a-b| of two finite numbers overflows to +Inf when they
+			// are near ±MaxFloat64 with opposite signs. Evidence holds
+			// finite figures only (a batch with an infinite maximum
+			// would not decode, and the agent could never send it), so
+			// such a difference is recorded as MaxFloat64; it also
+			// saturates the sum, so the summary's mean is max_abs.
+			delta = min(delta, math.MaxFloat64)
 			s.DeltaCount++
-			add := uint64(math.Min(delta*deltaScale, 1<<62))
-			if s.DeltaSumNano+add < s.DeltaSumNano {
-				s.DeltaSumNano = math.MaxUint64 // saturate rather than wrap
-			} else {
-				s.DeltaSumNano += add
-			}
+			s.DeltaSumNano = addSat(s.DeltaSumNano, deltaNanos(delta))
 			s.DeltaMax = math.Max(s.DeltaMax, delta)
 		}
 	case OutcomePrimaryError:

@@ -15,10 +15,18 @@ import (
 // AgentConfig.DeliveryTimeout through ctx. A Reporter is free to fail; the
 // Agent resends the same batch. A registry that has already accepted the
 // batch answers the resend with ErrReplay, which the Agent takes as
-// delivered.
+// delivered. A Reporter whose registry refused the batch itself (not the
+// caller's credentials, not a failure to reach it), so that sending the same
+// bytes again cannot succeed, should say so with an error wrapping
+// ErrRefused.
 type Reporter interface {
 	Deliver(ctx context.Context, b *SignedBatch) error
 }
+
+// ErrRefused marks a Reporter error for a batch the registry refused for
+// good: resending the same bytes gets the same answer. A relay of kept
+// batches sets such a batch aside rather than retrying it.
+var ErrRefused = errors.New("evidence batch refused by the registry")
 
 // DefaultDeliveryTimeout bounds one delivery attempt when
 // AgentConfig.DeliveryTimeout is zero. A batch is a few kilobytes of

@@ -61,6 +61,9 @@ type SegmentLimitError struct {
 	Batch string
 	// Segments is the number of named segments found; Max the limit.
 	Segments, Max int
+	// AtLeast is set when Segments is a lower bound, counted from a batch
+	// header before its segments were decoded.
+	AtLeast bool
 }
 
 func (e *SegmentLimitError) Error() string {
@@ -68,7 +71,11 @@ func (e *SegmentLimitError) Error() string {
 	if e.Batch != "" {
 		where = "batch " + e.Batch
 	}
-	return fmt.Sprintf("%s has %d named segments, at most %d allowed (further names belong in %q)", where, e.Segments, e.Max, OverflowSegment)
+	atLeast := ""
+	if e.AtLeast {
+		atLeast = "at least "
+	}
+	return fmt.Sprintf("%s has %s%d named segments, at most %d allowed (further names belong in %q)", where, atLeast, e.Segments, e.Max, OverflowSegment)
 }
 
 func (e *SegmentLimitError) Unwrap() error { return ErrTooManySegments }

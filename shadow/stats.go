@@ -174,6 +174,9 @@ type Quantiles struct {
 }
 
 // NumericDelta describes |primary - shadow| over compared numeric pairs.
+// A difference beyond math.MaxFloat64 counts as math.MaxFloat64. MeanAbs is
+// exact to 1e-9 while the sum of differences stays below about 1.8e10;
+// beyond, the sum saturates and MeanAbs is MaxAbs, an upper bound.
 type NumericDelta struct {
 	MeanAbs float64 `json:"mean_abs"`
 	MaxAbs  float64 `json:"max_abs"`
@@ -246,8 +249,16 @@ func summarizeSegment(seg *SegmentEvidence, minSample uint64, numeric bool) Segm
 	}
 	if numeric {
 		nd := &NumericDelta{MaxAbs: seg.DeltaMax}
-		if seg.DeltaCount > 0 {
-			nd.MeanAbs = float64(seg.DeltaSumNano) / deltaScale / float64(seg.DeltaCount)
+		switch {
+		case seg.DeltaCount == 0:
+		case seg.DeltaSumNano == math.MaxUint64:
+			// The fixed-point sum saturated: the true mean is unknown
+			// but at most the largest difference. Reporting that bound
+			// keeps a policy's "mean_abs below X" test from passing on
+			// a sum that stopped growing.
+			nd.MeanAbs = seg.DeltaMax
+		default:
+			nd.MeanAbs = min(float64(seg.DeltaSumNano)/deltaScale/float64(seg.DeltaCount), seg.DeltaMax)
 		}
 		out.NumericDelta = nd
 	}

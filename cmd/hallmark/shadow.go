@@ -49,7 +49,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	registry := fs.String("registry", "", "registry URL to report evidence to")
 	registryToken := fs.String("registry-token", "", "bearer token for the registry (default $HALLMARK_TOKEN)")
 	registryCA := fs.String("registry-tls-ca", "", "with an https:// --registry: PEM file of the CA that signed its certificate, trusted instead of the system's CAs (default $HALLMARK_TLS_CA)")
-	evidenceDir := fs.String("evidence-dir", "", "write signed evidence batches into this directory")
+	evidenceDir := fs.String("evidence-dir", "", "keep signed evidence batches in this directory: with --registry, until the registry acknowledges them (batches kept by an earlier run are relayed first); without, all of them")
 	queue := fs.Int("queue", 1024, "mirror queue size; a full queue drops copies (counted)")
 	workers := fs.Int("workers", 64, "concurrent shadow requests (fewer workers than concurrent callers drop copies even for a fast shadow)")
 	timeout := fs.Duration("timeout", 5*time.Second, "shadow request timeout")
@@ -80,6 +80,9 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// With a registry and an evidence directory, batches an earlier run
+	// kept there are relayed before any new one (shadowserver_relay.go).
+	spool, relay := reporter.(spoolReporter)
 	if reporter != nil {
 		reporter = &loggingReporter{inner: reporter, w: e.stderr}
 	}
@@ -120,6 +123,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	defer proxy.Close()
 
 	var agent *shadow.Agent
+	var kept []keptBatch
 	if reporter != nil {
 		key, err := loadAgentKey(e, *keyFile)
 		if err != nil {
@@ -131,7 +135,14 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 				*agentID = "shadow-proxy"
 			}
 		}
-		agent, err = shadow.NewAgent(agg, shadow.AgentConfig{DeploymentID: *deployment, AgentID: *agentID, Key: key, Reporter: reporter})
+		acfg := shadow.AgentConfig{DeploymentID: *deployment, AgentID: *agentID, Key: key, Reporter: reporter}
+		if relay {
+			if kept, err = readKept(e.stderr, *evidenceDir, *deployment, *agentID); err != nil {
+				return err
+			}
+			acfg.FirstSequence = nextSequence(kept, time.Now())
+		}
+		agent, err = shadow.NewAgent(agg, acfg)
 		if err != nil {
 			return fmt.Errorf("starting evidence agent: %w", err)
 		}
@@ -148,7 +159,16 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	agentDone := make(chan error, 1)
 	if agent != nil {
-		go func() { agentDone <- agent.Run(agentCtx, *flush, *drain) }()
+		go func() {
+			// Until every kept batch is dealt with, the agent cuts nothing:
+			// new evidence waits in the aggregator. If the proxy stops
+			// first, what is left stays in the directory for the next start.
+			if relay && !relayKept(agentCtx, e.stderr, kept, spool.remote, *flush, shadow.DefaultDeliveryTimeout) {
+				agentDone <- errors.New("kept evidence batches were still being relayed; nothing new was sent")
+				return
+			}
+			agentDone <- agent.Run(agentCtx, *flush, *drain)
+		}()
 	}
 	var serveErr error
 	select {
@@ -260,11 +280,11 @@ func keepUndelivered(ctx context.Context, e *env, agent *shadow.Agent, left *sha
 		fmt.Fprintf(e.stderr, "evidence of %d requests was not delivered, and keeping it in %s failed: %v\n", n, evidenceDir, err)
 		return
 	}
-	to := ""
-	if registry != "" {
-		to = " to the registry " + registry
+	if registry == "" {
+		fmt.Fprintf(e.stderr, "evidence of %d requests was not delivered; its signed batches are in %s (relay them to the registry in file-name order)\n", n, evidenceDir)
+		return
 	}
-	fmt.Fprintf(e.stderr, "evidence of %d requests was not delivered%s; its signed batches are in %s (relay them to the registry in file-name order)\n", n, to, evidenceDir)
+	fmt.Fprintf(e.stderr, "evidence of %d requests was not delivered to the registry %s; its signed batches are in %s, and the next `hallmark shadow proxy` of this deployment with --evidence-dir %s relays them first\n", n, registry, evidenceDir, evidenceDir)
 }
 
 // evidenceRequests counts the requests in ev over all segments.
@@ -283,15 +303,21 @@ func evidenceRequests(ev *shadow.Evidence) uint64 {
 type dirReporter string
 
 func (d dirReporter) Deliver(_ context.Context, b *shadow.SignedBatch) error {
-	parsed, err := shadow.DecodeBatch(b.Payload)
+	_, err := d.write(b)
+	return err
+}
+
+// write writes b into the directory and returns the file's name.
+func (d dirReporter) write(b *shadow.SignedBatch) (string, error) {
+	h, err := shadow.PeekBatch(b.Payload)
 	if err != nil {
-		return err
+		return "", err
 	}
-	name := filepath.Join(string(d), fmt.Sprintf("%020d-%s.batch", parsed.Sequence, parsed.ID()))
+	name := filepath.Join(string(d), fmt.Sprintf("%020d-%s%s", h.Sequence, h.ID(), keptSuffix))
 	if err := writeFileSynced(name, b.Marshal()); err != nil {
-		return fmt.Errorf("writing batch %s: %w", parsed.ID(), err)
+		return "", fmt.Errorf("writing batch %s: %w", h.ID(), err)
 	}
-	return nil
+	return name, nil
 }
 
 // writeFileSynced replaces name with data so that after it returns nil a

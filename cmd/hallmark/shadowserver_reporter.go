@@ -35,32 +35,72 @@ func newConnectReporter(hc *http.Client, baseURL, token, deployment string) *con
 }
 
 // Deliver implements shadow.Reporter: nil only once the registry has
-// durably recorded the batch (or had recorded it before).
+// durably recorded the batch (or had recorded it before). A refusal of the
+// batch itself wraps shadow.ErrRefused (see refusedCode).
 func (r *connectReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error {
 	_, err := r.client.ReportEvidence(ctx, connect.NewRequest(&shadowv1.ReportEvidenceRequest{DeploymentId: r.deployment, SignedBatch: b.Marshal()}))
 	if err != nil {
-		return rpcError("reporting evidence to the registry", err)
+		rerr := rpcError("reporting evidence to the registry", err)
+		if refusedCode(connect.CodeOf(err)) {
+			return refusedError{rerr}
+		}
+		return rerr
 	}
 	return nil
 }
 
-// teeReporter keeps a local copy of every batch before delivering it.
-type teeReporter struct {
-	local  shadow.Reporter
+// refusedCode reports whether the registry's answer refuses the batch
+// itself, so that the same bytes will never be accepted: malformed, forged,
+// foreign or under another comparator (invalid_argument), a sequence
+// already used (already_exists), a stopped deployment (failed_precondition)
+// or an unknown one (not_found). Credentials the registry does not accept
+// (unauthenticated, permission_denied) are not the batch's fault: another
+// token may deliver it, so those, like transport failures and
+// unavailability, count as failures to retry.
+func refusedCode(c connect.Code) bool {
+	switch c {
+	case connect.CodeInvalidArgument, connect.CodeAlreadyExists, connect.CodeFailedPrecondition, connect.CodeNotFound:
+		return true
+	}
+	return false
+}
+
+// refusedError is a registry's refusal of a batch: its message, marked as
+// shadow.ErrRefused.
+type refusedError struct{ err error }
+
+func (e refusedError) Error() string   { return e.err.Error() }
+func (e refusedError) Unwrap() []error { return []error{e.err, shadow.ErrRefused} }
+
+// spoolReporter keeps every batch in the evidence directory until the
+// registry acknowledges it: the file is written (and synced) before the
+// first attempt, so that a crash loses no cut batch, and removed once the
+// registry has the batch, so that the directory holds exactly the batches
+// the registry may lack. A restarted proxy relays them (relayKept).
+type spoolReporter struct {
+	dir    dirReporter
 	remote shadow.Reporter
 }
 
-func (t teeReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error {
-	if err := t.local.Deliver(ctx, b); err != nil {
+func (s spoolReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error {
+	name, err := s.dir.write(b)
+	if err != nil {
 		return err
 	}
-	return t.remote.Deliver(ctx, b)
+	if err := s.remote.Deliver(ctx, b); err != nil && !errors.Is(err, shadow.ErrReplay) {
+		return err
+	}
+	// A file that cannot be removed is harmless: relayed at the next start,
+	// the registry answers it as a duplicate and it is removed then.
+	_ = os.Remove(name)
+	return nil
 }
 
 // shadowReporter is `hallmark shadow proxy`'s hook for where evidence goes:
 // the registry at registryURL (with the deployment's agent token; the agent
 // id then defaults to the deployment id, which is the agent principal's
-// id), files in evidenceDir, both, or nowhere (nil).
+// id), files in evidenceDir, both (a spoolReporter: files until the registry
+// acknowledges them), or nowhere (nil).
 func shadowReporter(e *env, registryURL, token, registryCA, evidenceDir, deployment string, agentID *string) (shadow.Reporter, error) {
 	var local shadow.Reporter
 	if evidenceDir != "" {
@@ -106,7 +146,7 @@ func shadowReporter(e *env, registryURL, token, registryCA, evidenceDir, deploym
 	}
 	remote := newConnectReporter(&http.Client{Transport: tr}, registryURL, token, deployment)
 	if local != nil {
-		return teeReporter{local: local, remote: remote}, nil
+		return spoolReporter{dir: dirReporter(evidenceDir), remote: remote}, nil
 	}
 	return remote, nil
 }
