@@ -191,25 +191,26 @@ var errNotRegistry = errors.New("not a registry event")
 // for a known type whose body is malformed. The returned header has a parsed
 // time.
 func decodeEvent(entry []byte) (any, header, time.Time, error) {
-	// "type" and "v" are read with their exact spelling, as every other
-	// JSON reader reads them: a struct would also take "Type" or "V" (the
-	// last of them wins), so {"type":"hallmark.model.created",…,"Type":"x"}
-	// would be skipped here while a script sees a model creation.
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(entry, &top); err != nil {
-		return nil, header{}, time.Time{}, fmt.Errorf("%w: %v", errNotRegistry, err)
-	}
 	var h struct {
-		Type string
-		V    int
+		Type string `json:"type"`
+		V    int    `json:"v"`
 	}
-	if err := json.Unmarshal(top["type"], &h.Type); err != nil {
-		return nil, header{}, time.Time{}, fmt.Errorf("%w: \"type\" is missing or not a string", errNotRegistry)
+	if err := json.Unmarshal(entry, &h); err != nil {
+		// "v" of another JSON type, say; decided by the exact reading below.
+		h.Type, h.V = "", 0
 	}
-	if raw, ok := top["v"]; ok {
-		if err := json.Unmarshal(raw, &h.V); err != nil {
-			h.V = -1 // not an integer: malformed below
+	// encoding/json matches keys without regard to case, the last match
+	// winning, so {"type":"hallmark.model.created",…,"Type":"x"} reads as
+	// type "x" here while every other JSON reader sees a model creation.
+	// Whenever the quick reading would skip an entry or stop the
+	// projection, "type" and "v" are read again with their exact spelling
+	// (rarely: the registry's own entries always pass the quick reading).
+	if newEvent(h.Type) == nil || h.V != eventVersion {
+		exact, err := exactTypeAndVersion(entry)
+		if err != nil {
+			return nil, header{}, time.Time{}, err
 		}
+		h.Type, h.V = exact.Type, exact.V
 	}
 	ev := newEvent(h.Type)
 	if ev == nil {
@@ -245,6 +246,31 @@ func decodeEvent(entry []byte) (any, header, time.Time, error) {
 		return nil, header{}, time.Time{}, fmt.Errorf("%s: bad type", h.Type)
 	}
 	return ev, hd, t.UTC(), nil
+}
+
+type typeAndVersion struct {
+	Type string
+	V    int
+}
+
+// exactTypeAndVersion reads "type" and "v" by their exact names. An entry
+// that is not a JSON object, or has no string "type", is not a registry
+// event; a "v" that is not an integer reads as -1 (malformed).
+func exactTypeAndVersion(entry []byte) (typeAndVersion, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(entry, &top); err != nil {
+		return typeAndVersion{}, fmt.Errorf("%w: %v", errNotRegistry, err)
+	}
+	var tv typeAndVersion
+	if err := json.Unmarshal(top["type"], &tv.Type); err != nil {
+		return typeAndVersion{}, fmt.Errorf("%w: \"type\" is missing or not a string", errNotRegistry)
+	}
+	if raw, ok := top["v"]; ok {
+		if err := json.Unmarshal(raw, &tv.V); err != nil {
+			tv.V = -1
+		}
+	}
+	return tv, nil
 }
 
 func headerOf(ev any) header {
