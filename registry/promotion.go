@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -281,11 +282,10 @@ func (r *Registry) promoteOnce(ctx context.Context, actor Actor, in PromoteInput
 		if set && cur.VersionDigest == target.Digest {
 			return errorf(ErrFailedPrecondition, "model %q: alias %q already points at %q (%s)", in.Model, in.Alias, target.Label, target.Digest)
 		}
-		history, err := aliasMoves(tx, in.Model, in.Alias)
+		history, rollback, err := inputMoves(ctx, tx, in.Model, in.Alias, target.Digest)
 		if err != nil {
 			return err
 		}
-		rollback := slices.ContainsFunc(history, func(a Alias) bool { return a.VersionDigest == target.Digest })
 
 		var entries [][]byte
 		if e, err := r.defaultPackEntry(tx); err != nil {
@@ -401,7 +401,7 @@ func (r *Registry) approveOnce(ctx context.Context, actor Actor, in ApproveInput
 		if _, err := getJSON(tx, versionKey(req.Model, req.Version), &target); err != nil {
 			return err
 		}
-		history, err := aliasMoves(tx, req.Model, req.Alias)
+		history, _, err := inputMoves(ctx, tx, req.Model, req.Alias, req.Version)
 		if err != nil {
 			return err
 		}
@@ -475,13 +475,13 @@ func (p *policies) current(st stateReader) error {
 
 // decide builds the input for req as of header h, evaluates it and returns
 // the decision entry (to be at index decIndex) and, when allowed, the alias
-// move entry. It updates req.Status.
+// move entry. It updates req.Status. history is what inputMoves returns.
 func (r *Registry) decide(ctx context.Context, st stateReader, pols *policies, req *PromotionRequest, target Version, history []Alias, h header, actor Actor, trigger string, decIndex uint64) ([][]byte, error) {
 	t, err := time.Parse(time.RFC3339Nano, h.Time)
 	if err != nil {
 		return nil, err
 	}
-	doc, err := buildInput(st, req, target, history, t)
+	doc, err := buildInput(ctx, st, req, target, history, t)
 	if err != nil {
 		return nil, err
 	}
@@ -678,8 +678,9 @@ type (
 // signatureKinds maps the recorded verification method to the schema's kind.
 var signatureKinds = map[string]string{"public-key": "key", "certificate-chain": "certificate", "keyless": "keyless"}
 
-// buildInput makes the input document for req at time now from st.
-func buildInput(st stateReader, req *PromotionRequest, v Version, history []Alias, now time.Time) ([]byte, error) {
+// buildInput makes the input document for req at time now from st. history
+// is the alias's moves as inputMoves bounds them.
+func buildInput(ctx context.Context, st stateReader, req *PromotionRequest, v Version, history []Alias, now time.Time) ([]byte, error) {
 	doc := inputDoc{
 		SchemaVersion: policy.SchemaVersion,
 		Now:           formatTime(now),
@@ -706,7 +707,7 @@ func buildInput(st stateReader, req *PromotionRequest, v Version, history []Alia
 	if _, err := blob.ParseDigest(l.BaseModel); err == nil {
 		c.Lineage.Parents = []string{l.BaseModel}
 	}
-	periods, err := aliasPeriods(st, v.Model, v.Digest)
+	periods, err := aliasPeriods(ctx, st, v.Model, v.Digest)
 	if err != nil {
 		return nil, err
 	}
@@ -745,29 +746,78 @@ func buildInput(st stateReader, req *PromotionRequest, v Version, history []Alia
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// aliasMoves lists the moves of one alias, oldest first.
-func aliasMoves(st stateReader, model, alias string) ([]Alias, error) {
-	var out []Alias
-	err := st.Scan(key(prefixHistory, model, alias, ""), func(_, v []byte) error {
+// Bounds on what a decision input carries of alias history. Every decision
+// is recorded with its input, so an input that carried a whole history would
+// make each decision larger than the last: the ledger, ListDecisions and a
+// replay would grow with the square of the moves (600 moves of one alias
+// gave 38 MB of decisions). What the default pack reads stays exact: the
+// candidate's own latest move to the alias (rollback rules) and the latest
+// period at each alias (prerequisite-alias rules) are always carried.
+const (
+	// maxInputMoves bounds alias_history: the latest moves of the alias,
+	// plus the candidate's latest move when it is older than those.
+	maxInputMoves = 100
+	// maxInputPeriods bounds candidate.aliases: the latest periods, plus
+	// the latest period at each alias the candidate held before those.
+	maxInputPeriods = 100
+)
+
+// inputMoves returns what a decision input carries of an alias's moves,
+// oldest first: the latest maxInputMoves moves and, when candidate's latest
+// move to the alias is older than those, that move ahead of them. wasAt
+// reports whether candidate was ever at the alias (the request's rollback
+// flag), from the whole history.
+func inputMoves(ctx context.Context, st stateReader, model, alias, candidate string) (moves []Alias, wasAt bool, err error) {
+	// A ring of the latest moves: the history is read once, and memory
+	// stays bounded however long it is.
+	ring := make([]Alias, 0, maxInputMoves)
+	var n, seen int
+	var last Alias // candidate's latest move
+	lastAt := -1   // its position in the history, or -1
+	err = st.Scan(key(prefixHistory, model, alias, ""), func(_, v []byte) error {
+		if err := checkCtx(ctx, &seen); err != nil {
+			return err
+		}
 		var a Alias
 		if err := json.Unmarshal(v, &a); err != nil {
 			return err
 		}
-		out = append(out, a)
+		if a.VersionDigest == candidate {
+			last, lastAt = a, n
+		}
+		if len(ring) < maxInputMoves {
+			ring = append(ring, a)
+		} else {
+			ring[n%maxInputMoves] = a
+		}
+		n++
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading the history of alias %q of model %q: %w", alias, model, err)
+		return nil, false, fmt.Errorf("reading the history of alias %q of model %q: %w", alias, model, err)
 	}
-	return out, nil
+	out := make([]Alias, 0, len(ring)+1)
+	first := max(n-maxInputMoves, 0) // position of the oldest move kept
+	if lastAt >= 0 && lastAt < first {
+		out = append(out, last)
+	}
+	for i := first; i < n; i++ {
+		out = append(out, ring[i%maxInputMoves])
+	}
+	return out, lastAt >= 0, nil
 }
 
-// aliasPeriods lists every period version digest was at an alias of model,
-// oldest first.
-func aliasPeriods(st stateReader, model, digest string) ([]inputPeriod, error) {
+// aliasPeriods lists the periods version digest was at an alias of model,
+// oldest first: the latest maxInputPeriods of them, and before those the
+// latest period at each other alias it held.
+func aliasPeriods(ctx context.Context, st stateReader, model, digest string) ([]inputPeriod, error) {
 	out := []inputPeriod{}
 	open := map[string]int{} // alias -> index in out of its open period
+	var seen int
 	err := st.Scan(key(prefixHistory, model, ""), func(_, v []byte) error {
+		if err := checkCtx(ctx, &seen); err != nil {
+			return err
+		}
 		var a Alias
 		if err := json.Unmarshal(v, &a); err != nil {
 			return err
@@ -786,7 +836,30 @@ func aliasPeriods(st stateReader, model, digest string) ([]inputPeriod, error) {
 		return nil, fmt.Errorf("reading the alias history of model %q: %w", model, err)
 	}
 	slices.SortStableFunc(out, func(a, b inputPeriod) int { return cmp.Compare(a.Since, b.Since) })
-	return out, nil
+	return boundPeriods(out), nil
+}
+
+// boundPeriods keeps the latest maxInputPeriods of ps (oldest first) and,
+// ahead of them, the latest earlier period of every alias they do not name,
+// so that the set of aliases the version held is always exact.
+func boundPeriods(ps []inputPeriod) []inputPeriod {
+	if len(ps) <= maxInputPeriods {
+		return ps
+	}
+	cut := len(ps) - maxInputPeriods
+	named := map[string]bool{}
+	for _, p := range ps[cut:] {
+		named[p.Alias] = true
+	}
+	var older []inputPeriod
+	for i := cut - 1; i >= 0; i-- {
+		if !named[ps[i].Alias] {
+			named[ps[i].Alias] = true
+			older = append(older, ps[i])
+		}
+	}
+	slices.Reverse(older)
+	return append(older, ps[cut:]...)
 }
 
 // ---- reads --------------------------------------------------------------------
@@ -798,7 +871,7 @@ func getRequest(st stateReader, id string) (PromotionRequest, error) {
 		return PromotionRequest{}, err
 	}
 	if !found {
-		return PromotionRequest{}, errorf(ErrNotFound, "promotion request %q does not exist", id)
+		return PromotionRequest{}, errorf(ErrNotFound, "promotion request %s does not exist", quoteInput(id))
 	}
 	return req, nil
 }
@@ -812,7 +885,11 @@ func (r *Registry) GetPromotion(ctx context.Context, id string) (PromotionReques
 // not "".
 func (r *Registry) ListPromotions(ctx context.Context, model string) ([]PromotionRequest, error) {
 	var out []PromotionRequest
+	var seen int
 	err := r.log.Scan([]byte(prefixPromotion), func(_, v []byte) error {
+		if err := checkCtx(ctx, &seen); err != nil {
+			return err
+		}
 		var req PromotionRequest
 		if err := json.Unmarshal(v, &req); err != nil {
 			return err
@@ -865,32 +942,80 @@ type DecisionFilter struct {
 	Model string
 }
 
-// ListDecisions returns the recorded decisions f selects, in ledger order,
-// with their inputs.
-func (r *Registry) ListDecisions(ctx context.Context, f DecisionFilter) ([]DecisionRecord, error) {
+// decisionPageBytes bounds a page of ListDecisions by the size of the
+// inputs it carries as well as by decisions: an input recorded before
+// inputs were bounded (maxInputMoves) can be hundreds of kilobytes. A page
+// stops taking decisions once their inputs add up to this many bytes (4 MiB;
+// tests lower it); it always holds at least one decision.
+var decisionPageBytes = 4 << 20
+
+// ListDecisions returns one page of the recorded decisions f selects, in
+// ledger order, with their inputs: at most limit of them (0: DefaultPageSize,
+// at most MaxPageSize), fewer when their inputs reach 4 MiB.
+// next is the ledger index to pass as f.From for the following page, or 0
+// when there is none.
+func (r *Registry) ListDecisions(ctx context.Context, f DecisionFilter, limit int) (ds []DecisionRecord, next uint64, err error) {
+	n, err := pageSize(limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	// The ledger's Scan has no start key: decisions before f.From are
+	// skipped by key, without reading their records. One more match than
+	// the page holds tells whether there is a next page.
 	var idx []uint64
-	err := r.log.Scan([]byte(prefixDecision), func(k, v []byte) error {
-		var d DecisionRecord
-		if err := json.Unmarshal(v, &d); err != nil {
+	errStop := errors.New("stop")
+	from := decisionKey(f.From)
+	var seen int
+	err = r.log.Scan([]byte(prefixDecision), func(k, v []byte) error {
+		if err := checkCtx(ctx, &seen); err != nil {
 			return err
 		}
-		if d.Index >= f.From && (f.Since.IsZero() || !d.Time.Before(f.Since)) && (f.Model == "" || d.Model == f.Model) {
-			idx = append(idx, d.Index)
+		if len(k) != len(prefixDecision)+8 {
+			return fmt.Errorf("%w: decision key %q is not the prefix and a ledger index", ErrProjectionMismatch, k)
+		}
+		if bytes.Compare(k, from) < 0 {
+			return nil
+		}
+		if !f.Since.IsZero() || f.Model != "" {
+			// Only the fields filtered on: decoding the input (inline in
+			// the record) for every decision scanned would cost more than
+			// the page.
+			var d struct {
+				Model string    `json:"model"`
+				Time  time.Time `json:"time"`
+			}
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("decision record %x: %w", k[len(prefixDecision):], err)
+			}
+			if !f.Since.IsZero() && d.Time.Before(f.Since) || f.Model != "" && d.Model != f.Model {
+				return nil
+			}
+		}
+		idx = append(idx, binary.BigEndian.Uint64(k[len(prefixDecision):]))
+		if len(idx) > n {
+			return errStop
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("listing decisions: %w", err)
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, 0, fmt.Errorf("listing decisions: %w", err)
 	}
-	out := make([]DecisionRecord, 0, len(idx))
-	for _, i := range idx {
-		d, err := r.decisionAt(ctx, r.log, i)
-		if err != nil {
-			return nil, err
+	size := 0
+	for i, index := range idx {
+		if i == n || i > 0 && size >= decisionPageBytes {
+			return ds, index, nil
 		}
-		out = append(out, d)
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		d, err := r.decisionAt(ctx, r.log, index)
+		if err != nil {
+			return nil, 0, err
+		}
+		ds = append(ds, d)
+		size += len(d.Input)
 	}
-	return out, nil
+	return ds, 0, nil
 }
 
 // Recorded converts decisions for policy.Replay (ids are ledger indexes).

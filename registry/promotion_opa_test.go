@@ -2,7 +2,6 @@ package registry
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -39,14 +38,13 @@ func TestRecordedDecisionWithStockOPA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the OPA CLI; skipped with -short")
 	}
-	ctx := context.Background()
 	e := newPromoEnv(t)
 	e.pushSigned(t, "m", "1.0", true)
 	res := e.promote(t, "m", "1.0", "staging", "")
 	approve(t, e.reg, aliceActor, res.Request.ID, MeaningApproved)
-	ds, err := e.reg.ListDecisions(ctx, DecisionFilter{})
-	if err != nil || len(ds) != 2 {
-		t.Fatalf("decisions: got %d, %v; want 2", len(ds), err)
+	ds := allDecisions(t, e.reg, DecisionFilter{})
+	if len(ds) != 2 {
+		t.Fatalf("decisions: got %d, want 2", len(ds))
 	}
 	dir := t.TempDir()
 	for _, f := range policy.DefaultSet().Files() {

@@ -277,15 +277,38 @@ func TestRevokedApproverNoLongerCounts(t *testing.T) {
 	e.checkRebuildEqual(t)
 }
 
+// allDecisions walks every page of ListDecisions from f, checking that
+// pages follow each other in ledger order.
+func allDecisions(t testing.TB, r *Registry, f DecisionFilter) []DecisionRecord {
+	t.Helper()
+	var out []DecisionRecord
+	for {
+		ds, next, err := r.ListDecisions(context.Background(), f, 0)
+		if err != nil {
+			t.Fatalf("ListDecisions from %d: %v", f.From, err)
+		}
+		for _, d := range ds {
+			if d.Index < f.From || len(out) > 0 && d.Index <= out[len(out)-1].Index {
+				t.Fatalf("ListDecisions from %d: decision %d out of order", f.From, d.Index)
+			}
+			out = append(out, d)
+		}
+		if next == 0 {
+			return out
+		}
+		if len(ds) == 0 || next <= ds[len(ds)-1].Index {
+			t.Fatalf("ListDecisions from %d: next %d does not move on", f.From, next)
+		}
+		f.From = next
+	}
+}
+
 // checkReplaysOwnSets replays every recorded decision with the set that made
 // it and wants the recorded result back, exactly.
 func checkReplaysOwnSets(t testing.TB, r *Registry) {
 	t.Helper()
 	ctx := context.Background()
-	ds, err := r.ListDecisions(ctx, DecisionFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ds := allDecisions(t, r, DecisionFilter{})
 	if len(ds) == 0 {
 		t.Fatalf("no decisions recorded")
 	}
@@ -557,7 +580,7 @@ func TestDryRunRecordedNotEnforced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, _ := e.reg.ListDecisions(ctx, DecisionFilter{})
+	ds := allDecisions(t, e.reg, DecisionFilter{})
 	rep, err := policy.Replay(ctx, p, Recorded(ds))
 	if err != nil || len(rep.Changes) != 2 || rep.Changes[0].Kind != policy.AllowToDeny {
 		t.Fatalf("replay with the draft: got %+v, %v; want 2 allow_to_deny", rep, err)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hallmark-dev/hallmark/ledger"
 	"github.com/hallmark-dev/hallmark/registry/blob"
@@ -183,15 +184,19 @@ func (r *Registry) GetModel(ctx context.Context, name string) (Model, error) {
 	if !found {
 		return Model{}, errorf(ErrNotFound, "model %q does not exist", name)
 	}
-	if m.Aliases, err = r.aliases(name); err != nil {
+	if m.Aliases, err = r.aliases(ctx, name); err != nil {
 		return Model{}, err
 	}
 	return m, nil
 }
 
-func (r *Registry) aliases(model string) ([]Alias, error) {
+func (r *Registry) aliases(ctx context.Context, model string) ([]Alias, error) {
 	var out []Alias
+	var seen int
 	err := r.log.Scan(key(prefixAlias, model, ""), func(_, v []byte) error {
+		if err := checkCtx(ctx, &seen); err != nil {
+			return err
+		}
 		var a Alias
 		if err := json.Unmarshal(v, &a); err != nil {
 			return err
@@ -206,7 +211,49 @@ func (r *Registry) aliases(model string) ([]Alias, error) {
 const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
+	// MaxPageFiles bounds a page of ListVersions by files as well as by
+	// versions: a version may hold up to DefaultMaxFiles files, so a page
+	// sized by versions alone could cost thousands of times more than
+	// another of the same size. A page stops taking versions once it holds
+	// this many files; it always holds at least one version.
+	MaxPageFiles = 10_000
 )
+
+// ctxCheckEvery is how many items a list or scan loop handles between two
+// looks at its context: often enough that a cancelled or timed-out call
+// stops within a few milliseconds, rarely enough that the look (a lock)
+// costs nothing next to decoding the items.
+const ctxCheckEvery = 64
+
+// checkCtx counts one more item in *seen and returns ctx's error every
+// ctxCheckEvery items, so that a list whose caller gave up or whose
+// deadline passed stops instead of finishing work nobody will read.
+func checkCtx(ctx context.Context, seen *int) error {
+	*seen++
+	if *seen%ctxCheckEvery != 0 {
+		return nil
+	}
+	return ctx.Err()
+}
+
+// maxEcho is how many bytes of a caller's input an error message quotes.
+// Inputs are bounded only by the message size (megabytes); an error that
+// echoed them whole would cost as much as the request, again, in every log
+// line it reaches.
+const maxEcho = 64
+
+// quoteInput quotes s for an error message: whole when short, else its
+// first maxEcho bytes (cut at a character boundary) and its length.
+func quoteInput(s string) string {
+	if len(s) <= maxEcho {
+		return strconv.Quote(s)
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
 
 func pageSize(limit int) (int, error) {
 	switch {
@@ -237,9 +284,13 @@ func (r *Registry) ListModels(ctx context.Context, pageToken string, limit int) 
 	var out []Model
 	next := ""
 	errStop := errors.New("stop")
+	var seen int
 	// The ledger's Scan has no start key, so a page deep into the list
 	// walks the keys before it; model counts are small next to versions.
 	err = r.log.Scan([]byte(prefixModel), func(k, v []byte) error {
+		if err := checkCtx(ctx, &seen); err != nil {
+			return err
+		}
 		name := string(k[len(prefixModel):])
 		if name <= after {
 			return nil
@@ -259,8 +310,8 @@ func (r *Registry) ListModels(ctx context.Context, pageToken string, limit int) 
 		return nil, "", fmt.Errorf("listing models: %w", err)
 	}
 	for i := range out {
-		if out[i].Aliases, err = r.aliases(out[i].Name); err != nil {
-			return nil, "", err
+		if out[i].Aliases, err = r.aliases(ctx, out[i].Name); err != nil {
+			return nil, "", fmt.Errorf("listing the aliases of model %q: %w", out[i].Name, err)
 		}
 	}
 	return out, next, nil
@@ -271,14 +322,15 @@ func encodeModelToken(name string) string { return "m:" + name }
 func decodeModelToken(tok string) (string, error) {
 	name, ok := strings.CutPrefix(tok, "m:")
 	if !ok || validName("model name", name, maxNameLen) != nil {
-		return "", errorf(ErrInvalidArgument, "page token %q is not one this server issued", tok)
+		return "", errorf(ErrInvalidArgument, "page token %s is not one this server issued", quoteInput(tok))
 	}
 	return name, nil
 }
 
 // ListVersions lists a model's versions, newest first. Each page costs
 // point reads only (versions are numbered densely per model), whatever the
-// number of versions.
+// number of versions. A page holds at most limit versions and stops early,
+// with a next token, once it holds MaxPageFiles files.
 func (r *Registry) ListVersions(ctx context.Context, model, pageToken string, limit int) ([]Version, string, error) {
 	n, err := pageSize(limit)
 	if err != nil {
@@ -300,13 +352,18 @@ func (r *Registry) ListVersions(ctx context.Context, model, pageToken string, li
 		s, ok := strings.CutPrefix(pageToken, "v:")
 		seq, err := strconv.ParseUint(s, 10, 64)
 		if !ok || err != nil || seq == 0 || seq > m.VersionCount {
-			return nil, "", errorf(ErrInvalidArgument, "page token %q is not one this server issued for model %q", pageToken, model)
+			return nil, "", errorf(ErrInvalidArgument, "page token %s is not one this server issued for model %q", quoteInput(pageToken), model)
 		}
 		start = seq
 	}
 	out := make([]Version, 0, min(uint64(n), start))
 	seq := start
-	for ; seq >= 1 && len(out) < n; seq-- {
+	for files := 0; seq >= 1 && len(out) < n && files < MaxPageFiles; seq-- {
+		// Each version is a large read (up to DefaultMaxFiles files):
+		// look at the context before every one.
+		if err := ctx.Err(); err != nil {
+			return nil, "", err
+		}
 		d, found, err := getString(r.log, seqKey(model, seq))
 		if err != nil {
 			return nil, "", err
@@ -321,6 +378,7 @@ func (r *Registry) ListVersions(ctx context.Context, model, pageToken string, li
 			return nil, "", fmt.Errorf("%w: model %q version %s is indexed but missing", ErrProjectionMismatch, model, d)
 		}
 		out = append(out, v)
+		files += len(v.Files)
 	}
 	next := ""
 	if seq >= 1 {
@@ -353,7 +411,7 @@ func (r *Registry) resolve(tx stateReader, model, ref string) (Version, bool, er
 		digest = ref
 	default:
 		if err := validLabel(ref); err != nil {
-			return Version{}, false, errorf(ErrInvalidArgument, "version reference %q is neither a label, an alias nor sha256:<hex>", ref)
+			return Version{}, false, errorf(ErrInvalidArgument, "version reference %s is neither a label, an alias nor sha256:<hex>", quoteInput(ref))
 		}
 		d, found, err := getString(tx, key(prefixLabel, model, ref))
 		if err != nil {
@@ -407,7 +465,11 @@ func (r *Registry) AliasHistory(ctx context.Context, model, alias string) ([]Ali
 		return nil, err
 	}
 	var out []Alias
+	var seen int
 	err := r.log.Scan(key(prefixHistory, model, alias, ""), func(_, v []byte) error {
+		if err := checkCtx(ctx, &seen); err != nil {
+			return err
+		}
 		var a Alias
 		if err := json.Unmarshal(v, &a); err != nil {
 			return err

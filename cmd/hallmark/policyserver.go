@@ -202,6 +202,11 @@ type replayOutput struct {
 // reaches it, and it still bounds a runaway draft.
 const defaultReplayTimeout = 10 * time.Second
 
+// replayPageSize is how many decisions policy replay asks for per page (the
+// server also cuts a page at 4 MiB of inputs); tests lower it to walk
+// several pages.
+var replayPageSize int32 = registry.MaxPageSize
+
 func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 	const synopsis = "DIR [--from INDEX | --since DURATION] [--model M] [--timeout DURATION] [--output json]"
 	fs := newFlagSet(e, "policy replay", synopsis)
@@ -238,23 +243,36 @@ func runPolicyReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("compiling %s: %w", pos[0], err)
 	}
-	req := &registryv1.ListDecisionsRequest{FromIndex: *from, Model: *model}
+	req := &registryv1.ListDecisionsRequest{FromIndex: *from, Model: *model, PageSize: replayPageSize}
 	if *since > 0 {
 		req.Since = timestamppb.New(time.Now().Add(-*since))
 	}
-	resp, err := cf.promotionClients().promotion.ListDecisions(ctx, connect.NewRequest(req))
-	if err != nil {
-		return rpcError("reading recorded decisions", err)
-	}
-	records := make([]registry.DecisionRecord, 0, len(resp.Msg.GetDecisions()))
+	var records []registry.DecisionRecord
 	byID := map[string]*registryv1.Decision{}
-	for _, d := range resp.Msg.GetDecisions() {
-		res, err := policyResultOf(d.GetResult())
+	client := cf.promotionClients().promotion
+	for {
+		resp, err := client.ListDecisions(ctx, connect.NewRequest(req))
 		if err != nil {
-			return fmt.Errorf("decision %d: %w", d.GetIndex(), err)
+			return rpcError("reading recorded decisions", err)
 		}
-		records = append(records, registry.DecisionRecord{Index: d.GetIndex(), Input: json.RawMessage(d.GetInputJson()), Result: res})
-		byID[fmt.Sprint(d.GetIndex())] = d
+		for _, d := range resp.Msg.GetDecisions() {
+			res, err := policyResultOf(d.GetResult())
+			if err != nil {
+				return fmt.Errorf("decision %d: %w", d.GetIndex(), err)
+			}
+			records = append(records, registry.DecisionRecord{Index: d.GetIndex(), Input: json.RawMessage(d.GetInputJson()), Result: res})
+			byID[fmt.Sprint(d.GetIndex())] = d
+		}
+		next := resp.Msg.GetNextFromIndex()
+		if next == 0 {
+			break
+		}
+		// A server that answered a page without moving on would loop
+		// forever: the next page starts after everything already read.
+		if next <= req.GetFromIndex() || len(records) > 0 && next <= records[len(records)-1].Index {
+			return fmt.Errorf("reading recorded decisions: the server's next page starts at ledger index %d, not after %d", next, req.GetFromIndex())
+		}
+		req.FromIndex = next
 	}
 	tuneBatchGC()
 	rep, err := policy.Replay(ctx, draft, registry.Recorded(records))

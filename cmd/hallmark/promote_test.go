@@ -267,6 +267,13 @@ func TestPromoteApproveReplayCLI(t *testing.T) {
 	if again := s.mustCLI(aud, "policy", "replay", draft, "--output", "json"); again != out {
 		t.Fatalf("replay output is not deterministic:\n%s\n%s", out, again)
 	}
+	// One decision per page: replay walks every page and says the same.
+	defer func(n int32) { replayPageSize = n }(replayPageSize)
+	replayPageSize = 1
+	if paged := s.mustCLI(aud, "policy", "replay", draft, "--output", "json"); paged != out {
+		t.Fatalf("replay one decision per page differs from one page:\n%s\n%s", out, paged)
+	}
+	replayPageSize = registry.MaxPageSize
 	if out := s.mustCLI(pa, "policy", "replay", draft); !strings.Contains(out, "allow_to_deny") || !strings.Contains(out, "+approvals.insufficient") ||
 		!strings.Contains(out, "0 timed out (deadline 10s), 0 error(s)") {
 		t.Fatalf("replay table: %s", out)

@@ -161,11 +161,11 @@ func (h promotionService) ListDecisions(ctx context.Context, req *connect.Reques
 	if s := req.Msg.GetSince(); s != nil {
 		f.Since = s.AsTime()
 	}
-	ds, err := h.s.reg.ListDecisions(ctx, f)
+	ds, next, err := h.s.reg.ListDecisions(ctx, f, int(req.Msg.GetPageSize()))
 	if err != nil {
 		return nil, toConnectError(err)
 	}
-	out := &registryv1.ListDecisionsResponse{Decisions: make([]*registryv1.Decision, len(ds))}
+	out := &registryv1.ListDecisionsResponse{NextFromIndex: next, Decisions: make([]*registryv1.Decision, len(ds))}
 	for i, d := range ds {
 		out.Decisions[i] = decisionPB(d)
 	}

@@ -116,9 +116,20 @@ func TestPromotionOverConnect(t *testing.T) {
 		t.Fatalf("GetDecision: %v, %v", gd, err)
 	}
 	ld, err := ts.promotions(aud).ListDecisions(ctx, connect.NewRequest(&registryv1.ListDecisionsRequest{Model: "m"}))
-	if err != nil || len(ld.Msg.GetDecisions()) != 3 {
-		t.Fatalf("ListDecisions: got %d decisions, %v; want 3", len(ld.Msg.GetDecisions()), err)
+	if err != nil || len(ld.Msg.GetDecisions()) != 3 || ld.Msg.GetNextFromIndex() != 0 {
+		t.Fatalf("ListDecisions: got %d decisions (next %d), %v; want 3 and no next page", len(ld.Msg.GetDecisions()), ld.Msg.GetNextFromIndex(), err)
 	}
+	// Two to a page: next_from_index leads to the third, then to no more.
+	p1, err := ts.promotions(aud).ListDecisions(ctx, connect.NewRequest(&registryv1.ListDecisionsRequest{Model: "m", PageSize: 2}))
+	if err != nil || len(p1.Msg.GetDecisions()) != 2 || p1.Msg.GetNextFromIndex() != ld.Msg.GetDecisions()[2].GetIndex() {
+		t.Fatalf("ListDecisions page 1: got %v, %v; want 2 decisions and next at the third", p1.Msg, err)
+	}
+	p2, err := ts.promotions(aud).ListDecisions(ctx, connect.NewRequest(&registryv1.ListDecisionsRequest{Model: "m", PageSize: 2, FromIndex: p1.Msg.GetNextFromIndex()}))
+	if err != nil || len(p2.Msg.GetDecisions()) != 1 || p2.Msg.GetDecisions()[0].GetIndex() != ld.Msg.GetDecisions()[2].GetIndex() || p2.Msg.GetNextFromIndex() != 0 {
+		t.Fatalf("ListDecisions page 2: got %v, %v; want the third decision and no next page", p2.Msg, err)
+	}
+	_, err = ts.promotions(aud).ListDecisions(ctx, connect.NewRequest(&registryv1.ListDecisionsRequest{PageSize: -1}))
+	wantCode(t, "ListDecisions with a negative page size", err, connect.CodeInvalidArgument)
 	_, err = ts.promotions(rq).ListDecisions(ctx, connect.NewRequest(&registryv1.ListDecisionsRequest{}))
 	wantCode(t, "ListDecisions by a publisher", err, connect.CodePermissionDenied)
 	gp, err := ts.policies(aud).GetPolicySet(ctx, connect.NewRequest(&policyv1.GetPolicySetRequest{}))

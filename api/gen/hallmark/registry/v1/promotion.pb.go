@@ -1310,14 +1310,19 @@ func (x *GetDecisionResponse) GetExplanationJson() string {
 	return ""
 }
 
-// ListDecisionsRequest selects decisions.
+// ListDecisionsRequest selects decisions and pages through them.
 type ListDecisionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// from_index is the first ledger index to consider.
+	// from_index is the first ledger index to consider; for the next page,
+	// the previous response's next_from_index.
 	FromIndex uint64 `protobuf:"varint,1,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
 	// since keeps decisions made at or after it.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
-	Model         string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Model string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// At most this many decisions (default 100, at most 1000). A page also
+	// stops, with next_from_index set, once its inputs add up to 4 MiB; it
+	// always holds at least one decision.
+	PageSize      int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1373,10 +1378,20 @@ func (x *ListDecisionsRequest) GetModel() string {
 	return ""
 }
 
-// ListDecisionsResponse lists decisions in ledger order.
+func (x *ListDecisionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// ListDecisionsResponse is one page of decisions, in ledger order.
 type ListDecisionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Decisions []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	// next_from_index is the from_index of the next page (the same since and
+	// model select it), or 0 when this page is the last.
+	NextFromIndex uint64 `protobuf:"varint,2,opt,name=next_from_index,json=nextFromIndex,proto3" json:"next_from_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1416,6 +1431,13 @@ func (x *ListDecisionsResponse) GetDecisions() []*Decision {
 		return x.Decisions
 	}
 	return nil
+}
+
+func (x *ListDecisionsResponse) GetNextFromIndex() uint64 {
+	if x != nil {
+		return x.NextFromIndex
+	}
+	return 0
 }
 
 // SetApproverKeyRequest registers a principal's public key.
@@ -1651,14 +1673,16 @@ const file_hallmark_registry_v1_promotion_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"|\n" +
 	"\x13GetDecisionResponse\x12:\n" +
 	"\bdecision\x18\x01 \x01(\v2\x1e.hallmark.registry.v1.DecisionR\bdecision\x12)\n" +
-	"\x10explanation_json\x18\x02 \x01(\tR\x0fexplanationJson\"}\n" +
+	"\x10explanation_json\x18\x02 \x01(\tR\x0fexplanationJson\"\x9a\x01\n" +
 	"\x14ListDecisionsRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
-	"\x05model\x18\x03 \x01(\tR\x05model\"U\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\"}\n" +
 	"\x15ListDecisionsResponse\x12<\n" +
-	"\tdecisions\x18\x01 \x03(\v2\x1e.hallmark.registry.v1.DecisionR\tdecisions\"`\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x1e.hallmark.registry.v1.DecisionR\tdecisions\x12&\n" +
+	"\x0fnext_from_index\x18\x02 \x01(\x04R\rnextFromIndex\"`\n" +
 	"\x15SetApproverKeyRequest\x12!\n" +
 	"\fprincipal_id\x18\x01 \x01(\tR\vprincipalId\x12$\n" +
 	"\x0epublic_key_pem\x18\x02 \x01(\tR\fpublicKeyPem\"\x80\x01\n" +

@@ -944,7 +944,9 @@ func (x *GetVersionResponse) GetVersion() *Version {
 type ListVersionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Model string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
-	// At most this many versions (default 100, at most 1000).
+	// At most this many versions (default 100, at most 1000). A page also
+	// stops, with next_page_token set, once it holds 10,000 files (a version
+	// can hold up to 100,000); it always holds at least one version.
 	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields

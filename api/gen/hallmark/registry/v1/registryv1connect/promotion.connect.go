@@ -75,7 +75,7 @@ type PromotionServiceClient interface {
 	// deny and warn reason attributed to the rule that produced it).
 	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 	// ListDecisions returns recorded decisions with their inputs, for
-	// replaying them against a draft policy set.
+	// replaying them against a draft policy set, one page at a time.
 	ListDecisions(context.Context, *connect.Request[v1.ListDecisionsRequest]) (*connect.Response[v1.ListDecisionsResponse], error)
 	// SetApproverKey registers (or replaces) the public key a principal signs
 	// approvals with. It is recorded in the ledger.
@@ -208,7 +208,7 @@ type PromotionServiceHandler interface {
 	// deny and warn reason attributed to the rule that produced it).
 	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 	// ListDecisions returns recorded decisions with their inputs, for
-	// replaying them against a draft policy set.
+	// replaying them against a draft policy set, one page at a time.
 	ListDecisions(context.Context, *connect.Request[v1.ListDecisionsRequest]) (*connect.Response[v1.ListDecisionsResponse], error)
 	// SetApproverKey registers (or replaces) the public key a principal signs
 	// approvals with. It is recorded in the ledger.
