@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -184,8 +186,70 @@ func (s *server) gateRPCs(next http.Handler) http.Handler {
 			_ = ew.Write(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), gatedKey{}, actor)))
+		r = r.WithContext(context.WithValue(r.Context(), gatedKey{}, actor))
+		s.boundBody(w, r)
+		next.ServeHTTP(w, r)
 	})
+}
+
+// rpcBodyOverhead is what an RPC body may carry besides its one message:
+// the 5-byte envelope prefix of gRPC and gRPC-Web, with room to spare.
+const rpcBodyOverhead = 64
+
+// boundBody bounds the reading of an admitted call's request body, in time
+// and in bytes. Connect reads the body before the interceptor starts the
+// call's RPCTimeout, and Run sets no ReadTimeout (blob uploads take hours),
+// so without this a body trickled a byte a second held the call, its
+// goroutine and its connection for as long as the caller liked. The body
+// must arrive within RPCTimeout of admission: a deadline rather than a
+// rate, since a message is at most MaxMessageBytes (8 MiB in 30 s is
+// 280 KB/s, and most messages are a few kilobytes), so that it holds a
+// trickle at any rate to the same bound as a slow handler, with the knob
+// operators already have. The deadline is lifted once the body is read,
+// and the body is cut past the largest message a call can carry, which
+// Connect would otherwise read to the end to discard an oversized one.
+func (s *server) boundBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		// Nothing to read; on HTTP/1 the server is already watching the
+		// connection for the next request, which a deadline would cut.
+		return
+	}
+	timeout := s.cfg.Limits.RPCTimeout
+	rc := http.NewResponseController(w)
+	// Both of net/http's servers (HTTP/1 and HTTP/2) support read
+	// deadlines; a writer that does not (a test recorder) leaves the
+	// byte bound alone in force.
+	_ = rc.SetReadDeadline(time.Now().Add(timeout))
+	r.Body = &rpcBody{
+		ReadCloser: http.MaxBytesReader(w, r.Body, int64(s.cfg.Limits.MaxMessageBytes)+rpcBodyOverhead),
+		rc:         rc,
+		timeout:    timeout,
+	}
+}
+
+// rpcBody is an RPC request body under boundBody's deadline.
+type rpcBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	n       int64 // bytes read
+	done    bool  // deadline lifted
+}
+
+func (b *rpcBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	switch {
+	case err == io.EOF && !b.done:
+		// Lifted so that it cannot cut the connection or the stream
+		// while the call is handled (under its own RPCTimeout).
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		err = connect.NewError(connect.CodeDeadlineExceeded,
+			fmt.Errorf("request body not received within %v of the call's admission (the server's RPC timeout); %d bytes arrived", b.timeout, b.n))
+	}
+	return n, err
 }
 
 // gatedKey carries the actor gateRPCs admitted, for the interceptor.

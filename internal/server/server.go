@@ -1,6 +1,7 @@
 package server
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -49,9 +51,13 @@ type Config struct {
 type Limits struct {
 	// MaxMessageBytes bounds one Connect request message (a version's file
 	// list and signature bundle travel in it). Larger messages fail with
-	// ResourceExhausted before they are decoded. The default is 8 MiB.
+	// ResourceExhausted before they are decoded; gzip-compressed ones as
+	// soon as they inflate past it. The default is 8 MiB.
 	MaxMessageBytes int
-	// RPCTimeout bounds the handling of one RPC. The default is 30 seconds.
+	// RPCTimeout bounds the handling of one RPC, and, counted apart from
+	// it, the arrival of the RPC's request body: a body still arriving
+	// RPCTimeout after the call was admitted fails it with
+	// DeadlineExceeded (gateRPCs). The default is 30 seconds.
 	RPCTimeout time.Duration
 	// MaxBlobSize bounds one blob. The default is the blob store's.
 	MaxBlobSize int64
@@ -121,13 +127,22 @@ type server struct {
 	// a time, since each may hold hundreds of megabytes.
 	exporting chan struct{}
 	denials   denialLimiter
+	// inflated counts request bytes out of gzip (boundedGzip).
+	inflated atomic.Int64
 }
 
 // New returns the server's handler. It does not start anything: Run serves
 // it, tests mount it on httptest.
 func New(cfg Config) (http.Handler, error) {
+	_, h, err := build(cfg)
+	return h, err
+}
+
+// build is New, also returning the server state behind the handler (tests
+// read its counters).
+func build(cfg Config) (*server, http.Handler, error) {
 	if cfg.Registry == nil || cfg.Ledger == nil || cfg.Blobs == nil {
-		return nil, errors.New("server: Config needs Registry, Ledger and Blobs")
+		return nil, nil, errors.New("server: Config needs Registry, Ledger and Blobs")
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.Logger == nil {
@@ -141,7 +156,14 @@ func New(cfg Config) (http.Handler, error) {
 		// interceptors count the admitted ones and bound their time.
 		connect.WithInterceptors(metricsInterceptor{s.metrics}, authInterceptor{s}),
 		connect.WithReadMaxBytes(cfg.Limits.MaxMessageBytes),
-		connect.WithSendMaxBytes(4 * cfg.Limits.MaxMessageBytes),
+		connect.WithSendMaxBytes(s.sendMaxBytes()),
+		// Replaces connect's default gzip, whose decompressor is unbounded
+		// (see boundedGzip).
+		connect.WithCompression("gzip",
+			func() connect.Decompressor {
+				return &boundedGzip{max: int64(cfg.Limits.MaxMessageBytes), inflated: &s.inflated}
+			},
+			func() connect.Compressor { return gzip.NewWriter(io.Discard) }),
 	}
 	mux := http.NewServeMux()
 	rpc := func(path string, h http.Handler) { mux.Handle(path, s.gateRPCs(h)) }
@@ -174,7 +196,58 @@ func New(cfg Config) (http.Handler, error) {
 	// The ledger's read-only tlog-tiles paths: public, like any
 	// transparency log, so that monitors and auditors need no token.
 	mux.Handle("/", cfg.Ledger.Handler())
-	return s.logRequests(s.withClientCert(mux)), nil
+	return s, s.logRequests(s.withClientCert(mux)), nil
+}
+
+// sendMaxBytes bounds one response message. Responses are allowed more
+// than requests: a page of versions or entries may be larger than anything
+// a caller sends.
+func (s *server) sendMaxBytes() int { return 4 * s.cfg.Limits.MaxMessageBytes }
+
+// boundedGzip is the handlers' gzip decompressor. connect-go limits a
+// message's decompressed size with WithReadMaxBytes, but when a message is
+// over it, it inflates the rest into io.Discard to report the full size,
+// before any interceptor runs: a gzip body of 8 MiB of zeros inflates to
+// 8 GiB, seconds of CPU for one call of the lowest role. This reader fails
+// as soon as more than max bytes have come out, so that one message
+// inflates at most max+1 bytes (plus flate's window). Connect passes the
+// *connect.Error through as the call's error.
+type boundedGzip struct {
+	gzip.Reader
+	max int64 // the handlers' read limit: MaxMessageBytes
+	n   int64 // bytes out since the last Reset
+	// inflated counts every byte any of the server's decompressors let
+	// out, for tests and accounting.
+	inflated *atomic.Int64
+}
+
+func (d *boundedGzip) Read(p []byte) (int, error) {
+	if d.n > d.max {
+		return 0, d.tooLarge()
+	}
+	// Never inflate more than one byte past the limit: that byte is how
+	// connect's own check (bytes read > max) sees the overflow too.
+	if rest := d.max + 1 - d.n; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := d.Reader.Read(p)
+	d.n += int64(n)
+	d.inflated.Add(int64(n))
+	if d.n > d.max {
+		return n, d.tooLarge()
+	}
+	return n, err
+}
+
+func (d *boundedGzip) tooLarge() error {
+	return connect.NewError(connect.CodeResourceExhausted,
+		fmt.Errorf("gzip request message inflates to more than %d bytes, the server's limit for one request message", d.max))
+}
+
+// Reset prepares d for another message (connect pools decompressors).
+func (d *boundedGzip) Reset(r io.Reader) error {
+	d.n = 0
+	return d.Reader.Reset(r)
 }
 
 // readyTimeout bounds a readiness check's wait for the sequencer.
@@ -256,7 +329,8 @@ func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		// No ReadTimeout or WriteTimeout: a multi-GB blob transfer takes
 		// as long as it takes; stalled uploads are cut by the blob
-		// handler and RPCs by RPCTimeout.
+		// handler, RPC request bodies by gateRPCs' read deadline and RPCs
+		// by RPCTimeout.
 		IdleTimeout:    lim.IdleTimeout,
 		MaxHeaderBytes: lim.MaxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),

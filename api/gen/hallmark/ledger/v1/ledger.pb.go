@@ -136,7 +136,9 @@ func (x *GetCheckpointResponse) GetRootHash() []byte {
 type GetEntriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Start uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
-	// At most 1000 entries a call.
+	// At most 1000 entries a call, and fewer when they would not fit the
+	// server's response size limit (at least one): continue from
+	// start + len(entries).
 	Count         uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
