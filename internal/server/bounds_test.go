@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -25,51 +24,11 @@ import (
 	ledgerv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1"
 	"github.com/hallmark-dev/hallmark/api/gen/hallmark/ledger/v1/ledgerv1connect"
 	registryv1 "github.com/hallmark-dev/hallmark/api/gen/hallmark/registry/v1"
-	"github.com/hallmark-dev/hallmark/registry/blob"
 )
 
 // Tests of what one call may cost the server: request bodies that inflate,
 // trickle or carry huge text, and responses near the send limit.
 
-// boundsServer is newTestServer with the given limits, also returning the
-// server state behind the handler.
-func boundsServer(t testing.TB, lim Limits) (*testServer, *server) {
-	t.Helper()
-	dir := t.TempDir()
-	st, err := Open(context.Background(), dir, OpenOptions{BlobOptions: blob.Options{ChunkSize: 64 << 10}})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	tok, err := readToken(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	usePermissivePolicy(t, st.Registry)
-	s, h, err := build(st.Config(nil, lim))
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv.Config.Protocols = &p
-	srv.Start()
-	ts := &testServer{t: t, dir: dir, st: st, srv: srv, URL: srv.URL, admin: tok}
-	tr := &http.Transport{}
-	var cp http.Protocols
-	cp.SetUnencryptedHTTP2(true)
-	tr.Protocols = &cp
-	ts.h2c = &http.Client{Transport: tr}
-	t.Cleanup(func() {
-		srv.Close()
-		tr.CloseIdleConnections()
-		if err := st.Close(); err != nil {
-			t.Errorf("closing stores: %v", err)
-		}
-	})
-	return ts, s
-}
 
 // zeroBomb returns concatenated gzip members of at most compressed bytes
 // in all, each inflating to 64 MiB of zeros (about 1,000 to 1).
@@ -155,7 +114,7 @@ func connectCall(t testing.TB, c *http.Client, url, token string, body []byte, g
 // in the Connect and the gRPC protocol; one at the limit is served.
 func TestGzipBombRefusedCheaply(t *testing.T) {
 	const max = 1 << 20
-	ts, s := boundsServer(t, Limits{MaxMessageBytes: max})
+	ts, s := newTestServerWith(t, Limits{MaxMessageBytes: max})
 	agent := ts.addPrincipal("agent", registryv1.Role_ROLE_SHADOW_AGENT)
 	whoami := ts.URL + "/hallmark.registry.v1.AccessService/WhoAmI"
 
@@ -222,7 +181,7 @@ func TestGzipBombRefusedCheaply(t *testing.T) {
 // would read it all to report its size).
 func TestOversizedBodyCut(t *testing.T) {
 	const max = 1 << 20
-	ts, _ := boundsServer(t, Limits{MaxMessageBytes: max})
+	ts, _ := newTestServerWith(t, Limits{MaxMessageBytes: max})
 	agent := ts.addPrincipal("agent", registryv1.Role_ROLE_SHADOW_AGENT)
 	whoami := ts.URL + "/hallmark.registry.v1.AccessService/WhoAmI"
 	if st, code, msg := connectCall(t, ts.h2c, whoami, agent, unknownFieldMessage(max), false); st != http.StatusOK {
@@ -241,7 +200,7 @@ func TestOversizedBodyCut(t *testing.T) {
 func TestSlowRequestBody(t *testing.T) {
 	const rpcTimeout = 300 * time.Millisecond
 	const patience = 20 * time.Second // ≫ rpcTimeout
-	ts, _ := boundsServer(t, Limits{RPCTimeout: rpcTimeout})
+	ts, _ := newTestServerWith(t, Limits{RPCTimeout: rpcTimeout})
 	agent := ts.addPrincipal("agent", registryv1.Role_ROLE_SHADOW_AGENT)
 	const path = "/hallmark.registry.v1.AccessService/WhoAmI"
 
@@ -335,7 +294,7 @@ func TestSlowRequestBody(t *testing.T) {
 // gzip, and a client continuing from start+len reads the range exactly.
 func TestGetEntriesFitsSendLimit(t *testing.T) {
 	const max = 64 << 10 // send limit 256 KiB
-	ts, _ := boundsServer(t, Limits{MaxMessageBytes: max})
+	ts, _ := newTestServerWith(t, Limits{MaxMessageBytes: max})
 	pub := ts.addPrincipal("ci", registryv1.Role_ROLE_PUBLISHER)
 	agent := ts.addPrincipal("agent", registryv1.Role_ROLE_SHADOW_AGENT)
 	f := ts.putBlob("x", []byte("same bytes"))
@@ -425,7 +384,7 @@ func TestEntryResponseBytesBoundsBothEncodings(t *testing.T) {
 // TestFileErrorsQuoteCapped: a malformed file list entry is reported with
 // its path and digest cut to a few dozen bytes and their lengths.
 func TestFileErrorsQuoteCapped(t *testing.T) {
-	ts, _ := boundsServer(t, Limits{})
+	ts, _ := newTestServerWith(t, Limits{})
 	pub := ts.addPrincipal("ci", registryv1.Role_ROLE_PUBLISHER)
 	huge := strings.Repeat("A", 3<<20)
 	req := &registryv1.CreateVersionRequest{Model: "m", Label: "1", Files: []*registryv1.File{{Path: huge, Size: 1, Sha256: huge}}}

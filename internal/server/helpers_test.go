@@ -34,6 +34,14 @@ type testServer struct {
 // 127.0.0.1 with HTTP/1.1 and h2c.
 func newTestServer(t testing.TB) *testServer {
 	t.Helper()
+	ts, _ := newTestServerWith(t, Limits{MaxMessageBytes: 1 << 20})
+	return ts
+}
+
+// newTestServerWith is newTestServer with the given limits, also returning
+// the server state behind the handler.
+func newTestServerWith(t testing.TB, lim Limits) (*testServer, *server) {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := Open(context.Background(), dir, OpenOptions{BlobOptions: blob.Options{ChunkSize: 64 << 10}})
 	if err != nil {
@@ -47,7 +55,7 @@ func newTestServer(t testing.TB) *testServer {
 	// them, so tests about other things can set aliases (promotion tests
 	// publish their own set).
 	usePermissivePolicy(t, st.Registry)
-	h, err := New(st.Config(nil, Limits{MaxMessageBytes: 1 << 20}))
+	s, h, err := build(st.Config(nil, lim))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -74,7 +82,7 @@ func newTestServer(t testing.TB) *testServer {
 			t.Errorf("ledger verify after the test: %v", err)
 		}
 	})
-	return ts
+	return ts, s
 }
 
 func readToken(dir string) (string, error) {
