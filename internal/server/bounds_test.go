@@ -29,7 +29,6 @@ import (
 // Tests of what one call may cost the server: request bodies that inflate,
 // trickle or carry huge text, and responses near the send limit.
 
-
 // zeroBomb returns concatenated gzip members of at most compressed bytes
 // in all, each inflating to 64 MiB of zeros (about 1,000 to 1).
 func zeroBomb(t testing.TB, compressed int) []byte {
