@@ -144,23 +144,20 @@ func verifierKeyFromSigner(skey string) (string, error) {
 	return note.NewEd25519VerifierKey(parts[2], pub)
 }
 
-// loadOrCreateKey reads the signer key at path, creating it (mode 0600,
-// atomically via a temporary file and rename) for origin if it is absent.
-func loadOrCreateKey(path, origin string, create bool) (note.Signer, string, error) {
+// loadKey reads and parses the signer key at path. A missing file is an
+// error matching os.ErrNotExist.
+func loadKey(path string) (note.Signer, string, error) {
 	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && create {
-		skey, _, err := GenerateKey(origin)
-		if err != nil {
-			return nil, "", err
-		}
-		if err := writeFileSync(path, []byte(skey+"\n"), 0o600); err != nil {
-			return nil, "", fmt.Errorf("writing key file %s: %w", path, err)
-		}
-		b = []byte(skey)
-	} else if err != nil {
+	if err != nil {
 		return nil, "", fmt.Errorf("reading key file: %w", err)
 	}
-	skey := strings.TrimSpace(string(b))
+	return parseKey(path, string(b))
+}
+
+// parseKey parses signer key text read from (or about to be written to)
+// path and derives its verifier key.
+func parseKey(path, text string) (note.Signer, string, error) {
+	skey := strings.TrimSpace(text)
 	signer, err := note.NewSigner(skey)
 	if err != nil {
 		return nil, "", fmt.Errorf("parsing key file %s: %w", path, err)
@@ -172,6 +169,8 @@ func loadOrCreateKey(path, origin string, create bool) (note.Signer, string, err
 	return signer, vkey, nil
 }
 
+// writeFileSync writes path atomically (a synced temporary file renamed
+// into place) with mode.
 func writeFileSync(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
 	if err != nil {
@@ -193,10 +192,16 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	return renameSync(tmp.Name(), path)
+}
+
+// renameSync renames from to to and syncs the directory of to, so that the
+// rename survives a crash. Both must be in the same directory.
+func renameSync(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
+	d, err := os.Open(filepath.Dir(to))
 	if err != nil {
 		return err
 	}

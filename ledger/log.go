@@ -28,8 +28,16 @@ type Options struct {
 	Origin string
 	// KeyFile is the note signer key ("PRIVATE+KEY+..."); its name must
 	// equal Origin. The default is <dir>/log.key, created with mode 0600 on
-	// first Open.
+	// first Open. A key that exists while the store is missing or empty is
+	// refused with ErrKeyWithoutStore unless NewLogWithExistingKey is set.
 	KeyFile string
+	// NewLogWithExistingKey lets Open create a new store signed by a
+	// KeyFile that already exists (a key provisioned before the first
+	// start, or a deliberate fork in tests). Without it Open refuses,
+	// because a key without its store has most likely signed a history
+	// the store has lost, and a new log would be a second history under
+	// the same key.
+	NewLogWithExistingKey bool
 	// Logger receives pebble's log lines. The default discards them.
 	Logger *slog.Logger
 	// MaxBatch is the most Append calls gathered into one group commit. The
@@ -56,6 +64,11 @@ const (
 	formatVersion = pebble.FormatValueSeparation
 	dbDirName     = "db"
 	keyFileName   = "log.key"
+	// pendingKeySuffix names where a new key waits until the store that
+	// records its first checkpoint is committed: a first start that
+	// crashes in between leaves no key beside an empty store, which the
+	// next Open would have to refuse.
+	pendingKeySuffix = ".pending"
 )
 
 var (
@@ -66,6 +79,11 @@ var (
 	// ErrNoStore is returned by Open with MustExist, and by VerifyStore,
 	// when the directory holds no ledger store.
 	ErrNoStore = errors.New("no ledger store")
+	// ErrKeyWithoutStore is returned by Open when the log key exists but
+	// the store is missing or holds no ledger (deleted, partly restored,
+	// its write-ahead log lost). Creating a new log there would sign a
+	// second, different history with the key that signed the lost one.
+	ErrKeyWithoutStore = errors.New("refusing to create a new ledger beside an existing log key")
 )
 
 // Log is an open ledger. Its methods are safe for concurrent use.
@@ -112,10 +130,21 @@ var rangeFactory = &compact.RangeFactory{Hash: HashChildren}
 
 // Open opens or creates the ledger in dir, which holds the pebble store
 // (dir/db) and by default the signer key (dir/log.key). A new store gets an
-// empty-tree checkpoint of size 0. Open checks the stored tree state
-// against the latest checkpoint and fails with ErrInconsistent if they
-// differ.
+// empty-tree checkpoint of size 0, but never beside an existing key file
+// (ErrKeyWithoutStore; see Options.NewLogWithExistingKey). Open checks the
+// stored tree state against the latest checkpoint and fails with
+// ErrInconsistent if they differ.
 func Open(dir string, opts Options) (*Log, error) {
+	if opts.KeyFile == "" {
+		opts.KeyFile = filepath.Join(dir, keyFileName)
+	}
+	// Checked before anything is created, so that a refusal leaves no new
+	// store behind; init checks again for a store that exists but is empty.
+	if !opts.NewLogWithExistingKey {
+		if err := checkKeyHasStore(dir, opts.KeyFile); err != nil {
+			return nil, err
+		}
+	}
 	if opts.MustExist {
 		if _, err := os.Stat(filepath.Join(dir, dbDirName)); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("opening ledger %s: %w", dir, ErrNoStore)
@@ -146,6 +175,33 @@ func Open(dir string, opts Options) (*Log, error) {
 	l.publishView()
 	go l.run()
 	return l, nil
+}
+
+// checkKeyHasStore fails with ErrKeyWithoutStore if keyFile exists but
+// dir holds no pebble store. It only reads.
+func checkKeyHasStore(dir, keyFile string) error {
+	if _, err := os.Stat(keyFile); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("checking key file: %w", err)
+	}
+	path := filepath.Join(dir, dbDirName)
+	desc, err := pebble.Peek(path, vfs.Default)
+	if errors.Is(err, os.ErrNotExist) || (err == nil && !desc.Exists) {
+		return keyWithoutStoreError(dir, keyFile, "missing")
+	}
+	if err != nil {
+		return fmt.Errorf("opening ledger store %s: %w", path, err)
+	}
+	return nil
+}
+
+func keyWithoutStoreError(dir, keyFile, state string) error {
+	db := filepath.Join(dir, dbDirName)
+	return fmt.Errorf("%w: store %s is %s but key %s exists; starting would sign a second, different history with the same key. "+
+		"Restore %s from a backup (docs/operations.md, Backups and restore), "+
+		"or, only to start a new log on purpose, move %s away first (a new key is made; clients must be told to trust it)",
+		ErrKeyWithoutStore, db, state, keyFile, db, keyFile)
 }
 
 // openPebble opens the pebble store at path, creating it unless readOnly.
@@ -246,6 +302,17 @@ func (l *Log) init(opts Options) error {
 	if err != nil && !fresh {
 		return fmt.Errorf("reading origin: %w", err)
 	}
+	if fresh {
+		// The first start writes the origin with everything else in one
+		// batch: data without it is a damaged store, not a new one.
+		empty, err := l.isEmpty()
+		if err != nil {
+			return fmt.Errorf("reading ledger store: %w", err)
+		}
+		if !empty {
+			return fmt.Errorf("%w: the store holds data but no origin record (run hallmark ledger verify)", ErrInconsistent)
+		}
+	}
 	origin := opts.Origin
 	switch {
 	case fresh && origin == "":
@@ -257,10 +324,35 @@ func (l *Log) init(opts Options) error {
 	}
 	l.origin = origin
 	keyFile := opts.KeyFile
-	if keyFile == "" {
-		keyFile = filepath.Join(l.dir, keyFileName)
+	pending := keyFile + pendingKeySuffix
+	signer, vkey, err := loadKey(keyFile)
+	newKey := false
+	switch {
+	case err == nil && fresh && !opts.NewLogWithExistingKey:
+		return keyWithoutStoreError(l.dir, keyFile, "empty (it holds no ledger: a lost write-ahead log, or a first start that never completed)")
+	case fresh && opts.MustExist:
+		return fmt.Errorf("opening ledger store %s: it holds no ledger: %w", filepath.Join(l.dir, dbDirName), ErrNoStore)
+	case errors.Is(err, os.ErrNotExist) && fresh:
+		skey, _, gerr := GenerateKey(origin)
+		if gerr != nil {
+			return gerr
+		}
+		if werr := writeFileSync(pending, []byte(skey+"\n"), 0o600); werr != nil {
+			return fmt.Errorf("writing key file %s: %w", pending, werr)
+		}
+		signer, vkey, err = parseKey(keyFile, skey)
+		newKey = true
+	case errors.Is(err, os.ErrNotExist):
+		// A first start that committed its store but crashed before moving
+		// the new key into place; load checks that it signed the store's
+		// checkpoint.
+		if _, serr := os.Stat(pending); serr == nil {
+			if rerr := renameSync(pending, keyFile); rerr != nil {
+				return fmt.Errorf("moving key file %s into place: %w", pending, rerr)
+			}
+			signer, vkey, err = loadKey(keyFile)
+		}
 	}
-	signer, vkey, err := loadOrCreateKey(keyFile, origin, fresh)
 	if err != nil {
 		return err
 	}
@@ -285,6 +377,11 @@ func (l *Log) init(opts Options) error {
 		b.Set(keyStateGen, u64Key(0, 0)[1:], nil)
 		if err := b.Commit(pebble.Sync); err != nil {
 			return fmt.Errorf("initialising ledger store: %w", err)
+		}
+	}
+	if newKey {
+		if err := renameSync(pending, keyFile); err != nil {
+			return fmt.Errorf("moving key file %s into place: %w", pending, err)
 		}
 	}
 	if err := l.load(); err != nil {
@@ -378,6 +475,19 @@ func (l *Log) load() error {
 	l.seq = st
 	l.head.Store(&head{size: ts.size, root: ts.root, note: n})
 	return nil
+}
+
+// isEmpty reports whether the store holds no key at all.
+func (l *Log) isEmpty() (bool, error) {
+	it, err := l.db.NewIter(nil)
+	if err != nil {
+		return false, err
+	}
+	defer it.Close()
+	if it.First() {
+		return false, nil
+	}
+	return true, it.Error()
 }
 
 // latestCheckpointSize returns the size of the highest stored checkpoint.

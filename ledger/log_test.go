@@ -153,7 +153,7 @@ func TestOpenOrigin(t *testing.T) {
 	skey, _, _ := GenerateKey("someone.else")
 	kf := filepath.Join(t.TempDir(), "k")
 	os.WriteFile(kf, []byte(skey), 0o600)
-	if _, err := Open(t.TempDir(), Options{KeyFile: kf}); !errors.Is(err, ErrOriginMismatch) {
+	if _, err := Open(t.TempDir(), Options{KeyFile: kf, NewLogWithExistingKey: true}); !errors.Is(err, ErrOriginMismatch) {
 		t.Fatalf("key of another name: got %v, want ErrOriginMismatch", err)
 	}
 }

@@ -86,7 +86,7 @@ func TestGoldenTiles(t *testing.T) {
 	if err := os.WriteFile(kf, []byte(skey), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := Open(filepath.Join(dir, "log"), Options{Origin: "golden.example/log", KeyFile: kf})
+	l, err := Open(filepath.Join(dir, "log"), Options{Origin: "golden.example/log", KeyFile: kf, NewLogWithExistingKey: true})
 	if err != nil {
 		t.Fatalf("Open with the golden key: %v", err)
 	}

@@ -196,7 +196,7 @@ func (v *verifier) run(dir string) error {
 		if kf == "" {
 			kf = filepath.Join(dir, keyFileName)
 		}
-		_, vkey, err := loadOrCreateKey(kf, v.origin, false)
+		_, vkey, err := loadKey(kf)
 		if err != nil {
 			return fmt.Errorf("verifying ledger: %w", err)
 		}

@@ -30,6 +30,18 @@ func appendLines(t testing.TB, dataDir string, lines ...string) string {
 	return stdout
 }
 
+// createLedgerWithKey creates the ledger store of dataDir signed by the key
+// already in its ledger/log.key, as only a deliberate fork would: the
+// commands refuse a key without its store.
+func createLedgerWithKey(t testing.TB, dataDir string) {
+	t.Helper()
+	l, err := ledger.Open(ledgerDir(dataDir), ledger.Options{NewLogWithExistingKey: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+}
+
 func ledgerKey(t testing.TB, dataDir string) (string, note.Verifier) {
 	t.Helper()
 	code, stdout, stderr := runCmd(t, "", "ledger", "key", "--data-dir", dataDir)
@@ -404,6 +416,7 @@ func TestServeAndRemoteCommands(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ledgerDir(rolled), "log.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	createLedgerWithKey(t, rolled)
 	appendLines(t, rolled, "a", "b")
 	url2, _ := startServe(t, rolled)
 	code, _, stderr = runCmd(t, "", "ledger", "checkpoint", "--server", url2, "--checkpoint-store", store)
@@ -462,6 +475,7 @@ func TestLedgerVerify(t *testing.T) {
 	os.MkdirAll(ledgerDir(longer), 0o700)
 	key, _ := os.ReadFile(filepath.Join(ledgerDir(dir), "log.key"))
 	os.WriteFile(filepath.Join(ledgerDir(longer), "log.key"), key, 0o600)
+	createLedgerWithKey(t, longer)
 	cp7 := appendLines(t, longer, "a", "b", "c", "d", "e", "f", "g")
 	os.WriteFile(seen, []byte(cp7), 0o600)
 	code, _, stderr = runCmd(t, "", "ledger", "verify", "--data-dir", dir, "--checkpoint", seen)

@@ -40,7 +40,7 @@ func testKeyFile(t testing.TB, origin string) (string, note.Verifier) {
 // appends the given entries, one batch per element of batches.
 func openLog(t testing.TB, origin, keyFile string, batches ...[]string) *ledger.Log {
 	t.Helper()
-	l, err := ledger.Open(t.TempDir(), ledger.Options{Origin: origin, KeyFile: keyFile})
+	l, err := ledger.Open(t.TempDir(), ledger.Options{Origin: origin, KeyFile: keyFile, NewLogWithExistingKey: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,7 @@ func forkOf(t *testing.T, f *fixture, j uint64, edit func([]byte) []byte) *fixtu
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	l, err := ledger.Open(filepath.Join(dir, "ledger"), ledger.Options{KeyFile: filepath.Join(f.dir, "ledger", "log.key")})
+	l, err := ledger.Open(filepath.Join(dir, "ledger"), ledger.Options{KeyFile: filepath.Join(f.dir, "ledger", "log.key"), NewLogWithExistingKey: true})
 	if err != nil {
 		t.Fatal(err)
 	}
