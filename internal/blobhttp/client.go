@@ -115,7 +115,10 @@ func (c *Client) do(req *http.Request, want ...int) (*http.Response, error) {
 }
 
 // retryable reports whether err is worth another attempt: the network, a
-// busy server or a session still held by a broken request.
+// busy server or a session still held by a broken request. Any other answer
+// of the server is final, among them 507 Insufficient Storage: the disk
+// stays full until an operator frees space, and retrying would only resend
+// the bytes.
 func retryable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {

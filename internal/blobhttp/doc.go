@@ -22,7 +22,10 @@
 // whole-file digest too with Options.WholeDigest; Client.Download always
 // checks it end to end); request size, concurrent uploads and downloads,
 // stalled or too slow upload bodies, stalled downloads and the work of one
-// Range header are bounded (Options); and an upload session answers only
+// Range header are bounded (Options); an upload that would leave the
+// store's disk with less than Options.MinFreeBytes free is refused with 507
+// before its bytes are read (a full disk kills badger, and with it the
+// server, instead of failing a write); and an upload session answers only
 // to the principal that created it (Options.Principal): to anyone else it
 // is an unknown id. Client.Download reads no more than the size its caller
 // expects, plus one byte.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net/http"
 	"net/textproto"
 	"os"
@@ -109,12 +111,39 @@ type Options struct {
 	// checks it end to end. Turning it on costs one SHA-256 pass per
 	// download (about a third of a verified pull's CPU).
 	WholeDigest bool
+
+	// MinFreeBytes is the free space the store's disk keeps: an upload
+	// (PUT, PATCH) is refused with 507 Insufficient Storage, before any of
+	// its bytes are read, when the disk's free space minus the bytes it
+	// declares (Content-Length; without one, the next chunk), minus what
+	// uploads in progress may still write, would fall below it; a body is
+	// checked again every chunk, and a PATCH refused midway keeps the bytes
+	// before. badger writes through memory-mapped sparse files, so running
+	// out of space kills the whole process instead of failing one write.
+	// The default is the store's Headroom (320 MiB with its default
+	// options: value-log GC, memtable logs, table flushes), plus two chunks
+	// per concurrent upload (bytes read but not yet written, 64 MiB by
+	// default), plus 64 MiB for the ledger on the same disk: 448 MiB in
+	// all. It does not scale with the disk: what badger needs does not.
+	MinFreeBytes int64
+
+	// FreeSpace reports the bytes free for the store. The default is the
+	// store's FreeSpace; tests set it. An error wrapping
+	// errors.ErrUnsupported turns the check off; any other error fails the
+	// upload with 500.
+	FreeSpace func() (int64, error)
+
+	// Logger receives warnings: the disk is already below MinFreeBytes
+	// when the handler is made, and uploads refused for want of space (at
+	// most one line a minute). The default discards them.
+	Logger *slog.Logger
 }
 
 // Handler serves the blob protocol for one store.
 type Handler struct {
 	store     *blob.Store
 	opts      Options
+	space     *spaceGuard
 	uploads   chan struct{} // a token per upload streaming
 	downloads chan struct{} // a token per download streaming
 	mux       *http.ServeMux
@@ -149,7 +178,17 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 	if opts.DownloadStallTimeout <= 0 {
 		opts.DownloadStallTimeout = time.Minute
 	}
+	if opts.MinFreeBytes <= 0 {
+		opts.MinFreeBytes = defaultMinFree(store, opts.MaxConcurrentUploads)
+	}
+	if opts.FreeSpace == nil {
+		opts.FreeSpace = store.FreeSpace
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	h := &Handler{store: store, opts: opts, mux: http.NewServeMux(),
+		space:     &spaceGuard{free: opts.FreeSpace, margin: opts.MinFreeBytes, log: opts.Logger},
 		uploads:   make(chan struct{}, opts.MaxConcurrentUploads),
 		downloads: make(chan struct{}, opts.MaxConcurrentDownloads), perDownload: map[string]int{}}
 	h.mux.HandleFunc("PUT /v1/blobs/{digest}", h.putBlob)
@@ -159,7 +198,16 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 	h.mux.HandleFunc("HEAD /v1/blobs/uploads/{id}", h.statUpload)
 	h.mux.HandleFunc("PUT /v1/blobs/uploads/{id}", h.commitUpload)
 	h.mux.HandleFunc("DELETE /v1/blobs/uploads/{id}", h.abortUpload)
+	if free, err := opts.FreeSpace(); err == nil && free < opts.MinFreeBytes {
+		opts.Logger.Warn("the blob store's disk is below its free-space margin: uploads will be refused (507) until space is freed",
+			"free_bytes", free, "min_free_bytes", opts.MinFreeBytes)
+	}
 	return h
+}
+
+// defaultMinFree is Options.MinFreeBytes' default (see there).
+func defaultMinFree(store *blob.Store, uploads int) int64 {
+	return store.Headroom() + int64(uploads)*2*int64(store.ChunkSize()) + ledgerHeadroom
 }
 
 // ServeHTTP implements http.Handler.
@@ -213,6 +261,17 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &be):
 		// Checked first: a failed body also cancels the request's context.
 		status, code = be.status, be.code
+		if status == http.StatusInsufficientStorage {
+			// Answer now: by default net/http first reads up to 256 KiB
+			// of what is left of the body, so a client that waits for
+			// the answer before sending (or a slow one) waits in vain.
+			// Full duplex only skips that; once the answer is out,
+			// net/http still drains a short rest of the body or closes
+			// the connection gracefully (FIN, then a pause before the
+			// close), so that the client reads the answer instead of
+			// a reset. Connection: close would skip that pause.
+			_ = http.NewResponseController(w).EnableFullDuplex()
+		}
 	case errors.As(err, &me):
 		status, code = http.StatusBadRequest, "invalid_argument"
 		mismatch = &mismatchJSON{Field: me.Field, Expected: me.Expected, Actual: me.Actual}
@@ -344,12 +403,45 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request, offset int64, bou
 		floor = max(1, int64(float64(h.opts.MinUploadRate)*h.opts.StallTimeout.Seconds()))
 	}
 	b := &uploadBody{r: r.Body, rc: http.NewResponseController(w), stall: h.opts.StallTimeout, floor: floor, rate: h.opts.MinUploadRate,
-		limit: -1, offset: offset, max: h.opts.MaxBlobSize}
+		limit: -1, offset: offset, max: h.opts.MaxBlobSize,
+		space: h.space, length: r.ContentLength, step: int64(h.store.ChunkSize())}
 	if bounded {
 		b.limit = max(0, h.opts.MaxBlobSize-offset)
 	}
 	return b
 }
+
+// admit reserves disk space for the body before any of it is read, or
+// returns why not. The caller must call release when done with the body.
+func (b *uploadBody) admit() error {
+	if err := b.check(); err != nil {
+		b.err = spaceBodyError(err)
+		return b.err
+	}
+	return nil
+}
+
+// check renews the body's reservation: the rest of a body of known length,
+// the next step of one without. The next check comes after step bytes, or
+// never once a known length has been reserved in full.
+func (b *uploadBody) check() error {
+	need := b.step
+	if b.length >= 0 {
+		need = b.length - b.read
+		if need <= 0 { // the rest is past the declared length: nothing to store
+			b.next = math.MaxInt64
+			return nil
+		}
+	}
+	if err := b.space.reserve(&b.held, need); err != nil {
+		return err
+	}
+	b.next = b.read + b.step
+	return nil
+}
+
+// release returns what is left of the body's reservation.
+func (b *uploadBody) release() { b.space.consumed(&b.held, -1) }
 
 // uploadBody is a request body that cannot hold an upload slot without
 // progress and cannot go past its limit. The connection's read deadline
@@ -365,6 +457,14 @@ type uploadBody struct {
 	limit  int64 // most bytes accepted, or -1
 	offset int64 // the upload's offset the body starts at, for messages
 	max    int64 // MaxBlobSize, for messages
+
+	// Disk space: the bytes reserved for this body (see spaceGuard) are
+	// renewed every step bytes, at read offset next.
+	space  *spaceGuard
+	length int64 // Content-Length, or -1
+	step   int64
+	held   int64
+	next   int64
 
 	read       int64         // bytes returned so far
 	waited     time.Duration // time spent in Read since the allowance started over
@@ -391,12 +491,25 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 	if b.limit >= 0 && int64(len(p)) > b.limit-b.read+1 {
 		p = p[:b.limit-b.read+1] // one byte past the limit tells "too long"
 	}
+	// Free space is checked again every step, before bytes past it are
+	// taken: other writers (or uploads the margin let in) may have used
+	// it meanwhile, and a body without a length has reserved one step.
+	if b.read >= b.next {
+		if err := b.check(); err != nil {
+			b.err = spaceBodyError(err)
+			return 0, b.err
+		}
+	}
+	if int64(len(p)) > b.next-b.read {
+		p = p[:b.next-b.read]
+	}
 	start := time.Now()
 	if !b.noDeadline {
 		// A writer without deadlines (not net/http's) gets no stall limit.
 		b.noDeadline = b.rc.SetReadDeadline(start.Add(b.stall-b.waited)) != nil
 	}
 	n, err := b.r.Read(p)
+	b.space.consumed(&b.held, int64(n))
 	b.waited += time.Since(start)
 	b.got += int64(n)
 	if b.got >= b.floor {
@@ -478,6 +591,11 @@ func (h *Handler) putBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release(h.uploads)
 	body := h.body(w, r, 0, false /* Put checks the size */)
+	defer body.release()
+	if err := body.admit(); err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	if err := h.store.Put(r.Context(), d, r.ContentLength, body); err != nil {
 		h.fail(w, r, body.failure(err))
 		return
@@ -723,6 +841,11 @@ func (h *Handler) appendUpload(w http.ResponseWriter, r *http.Request) {
 	// Without Content-Length the limit is enforced while reading; the
 	// bytes before it are kept, as for any body that fails midway.
 	body := h.body(w, r, off, true)
+	defer body.release()
+	if err := body.admit(); err != nil {
+		h.fail(w, r, err) // before the store is asked: the session is untouched
+		return
+	}
 	// net/http cancels the request's context when a body read fails; the
 	// store, seeing that first, would drop the last bytes that did arrive.
 	// The body's end (or failure) is what ends an append.

@@ -114,6 +114,11 @@ func (m *metrics) countBlobs(h http.Handler) http.Handler {
 		cw := &countingWriter{ResponseWriter: w, code: http.StatusOK}
 		cr := &countingBody{ReadCloser: r.Body}
 		if r.Body != nil {
+			// On a shallow copy: net/http closes a connection gracefully
+			// after a handler left a large body unread (FIN, then a
+			// pause, so the client reads the answer instead of a reset,
+			// e.g. a 507) only if its own request still holds its body.
+			r = r.WithContext(r.Context())
 			r.Body = cr
 		}
 		h.ServeHTTP(cw, r)

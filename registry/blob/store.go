@@ -80,6 +80,7 @@ func (o Options) withDefaults() Options {
 // for concurrent use.
 type Store struct {
 	db     *badger.DB
+	dir    string // for FreeSpace
 	opts   Options
 	closed atomic.Bool
 
@@ -92,7 +93,7 @@ type Store struct {
 	pins   map[Digest]int
 	gcSeen map[Digest]struct{}
 
-	gcRun sync.Mutex // one Collect at a time
+	gcRun sync.Mutex // one Collect at a time; Close takes it to wait for one
 
 	// sessions holds the ids of upload sessions with an append or commit in
 	// progress, so two requests cannot interleave on one session.
@@ -131,6 +132,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		db:       db,
+		dir:      dir,
 		opts:     opts,
 		pins:     make(map[Digest]int),
 		sessBusy: make(map[string]bool),
@@ -140,11 +142,15 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the store. Uploads in progress fail.
+// Close closes the store. Uploads in progress fail. A Collect in progress
+// is told to stop and Close waits for it to return: badger closed under a
+// collection's writes can leave a memtable file the next Open refuses.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.gcRun.Lock()
+	defer s.gcRun.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing blob store: %w", err)
 	}
