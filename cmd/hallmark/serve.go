@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hallmark-dev/hallmark/internal/server"
@@ -30,7 +32,9 @@ type serveConfig struct {
 	DataDir string // created 0700 if missing; layout in internal/server (ledger/, blobs/, trust/, admin.token)
 	Origin  string // checkpoint origin of a new ledger; "" is the default
 	Logger  *slog.Logger
-	// ShutdownTimeout bounds the graceful drain of open requests.
+	// ShutdownTimeout bounds the graceful drain of open requests at
+	// shutdown (0: server.DefaultShutdownTimeout); requests still open
+	// then are cut off.
 	ShutdownTimeout time.Duration
 	Limits          server.Limits
 	// GCInterval is how often unreferenced blobs are collected (0: hourly);
@@ -67,6 +71,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	downloadStall := fs.Duration("download-stall-timeout", time.Minute, "longest a blob download's client may take to accept one chunk (4 MiB)")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often unreferenced blobs are collected")
 	gcGrace := fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced blob is kept (longer than any push)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", server.DefaultShutdownTimeout, "at SIGINT or SIGTERM, how long open requests may take to finish before they are cut off")
 	minCoverage := fs.Float64("policy-min-coverage", registry.DefaultPolicyMinCoverage, "test coverage, in percent (0-100), a policy set needs to be published; 0: no floor")
 	if pos, err := parseFlags(fs, args); err != nil {
 		return err
@@ -88,6 +93,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *downloadStall <= 0 {
 		return usagef("--download-stall-timeout %v: want a positive duration", *downloadStall)
+	}
+	if *shutdownTimeout <= 0 {
+		return usagef("--shutdown-timeout %v: want a positive duration", *shutdownTimeout)
 	}
 	uploadRate := *minUploadRate
 	if uploadRate == 0 {
@@ -121,7 +129,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		DataDir:         *dataDir,
 		Origin:          *origin,
 		Logger:          slog.New(handler),
-		ShutdownTimeout: 10 * time.Second,
+		ShutdownTimeout: *shutdownTimeout,
 		Limits: server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, MaxConcurrentDownloads: *maxDownloads, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport,
 			MinUploadRate: uploadRate, DownloadStallTimeout: *downloadStall},
 		GCInterval:        *gcInterval,
@@ -134,7 +142,46 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
+	defer exitOnSecondSignal(ctx, cfg.Logger)()
 	return serve(ctx, cfg, ln, e.stdout)
+}
+
+// exitOnSecondSignal makes a SIGINT or SIGTERM that arrives after the one
+// that began the shutdown (which cancels ctx, through main's
+// signal.NotifyContext, which goes on catching them) end the process at
+// once with exit status 1, for when the drain takes longer than the
+// operator will wait. It logs that it does so. The stores are left as a
+// crash would leave them, which loses nothing acknowledged. The returned
+// function stops watching.
+func exitOnSecondSignal(ctx context.Context, log *slog.Logger) (stop func()) {
+	// Every channel registered for a signal receives it, so the first
+	// signal reaches sigc too, unless it came before Notify: then ctx is
+	// already done and that one counts as seen.
+	seen := 0
+	if ctx.Err() != nil {
+		seen = 1
+	}
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-sigc:
+				if seen++; seen < 2 {
+					continue
+				}
+				log.Error("second signal: exiting now, without finishing the shutdown", "signal", sig.String())
+				os.Exit(1)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigc)
+		close(done)
+	}
 }
 
 // serve runs the server on ln until ctx is cancelled, then drains open
@@ -161,7 +208,12 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 	if err != nil {
 		return dataDirError(cfg.DataDir, err, "stop it first: one server per data directory")
 	}
-	defer st.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			st.Close()
+		}
+	}()
 	l := st.Ledger
 
 	url := "http://" + ln.Addr().String()
@@ -177,8 +229,6 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 		log.Warn("serving plain HTTP on a non-loopback address", "addr", ln.Addr().String())
 	}
 
-	gcCtx, stopGC := context.WithCancel(ctx)
-	defer stopGC()
 	interval, grace := cfg.GCInterval, cfg.GCGrace
 	if interval <= 0 {
 		interval = time.Hour
@@ -186,18 +236,27 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 	if grace <= 0 {
 		grace = 24 * time.Hour
 	}
-	go st.CollectBlobs(gcCtx, interval, grace, log)
+	// Stops with ctx; st.Close also stops it and waits for a collection in
+	// progress, so badger is never closed under one.
+	st.StartCollector(ctx, interval, grace, log)
 
 	scfg := st.Config(log, cfg.Limits)
 	scfg.PolicyMinCoverage = cfg.PolicyMinCoverage
 	scfg.TLS = tlsCfg
-	if err := server.Run(ctx, scfg, ln); err != nil {
-		return err
+	scfg.ShutdownTimeout = cfg.ShutdownTimeout
+	// Run logs "shutting down" and returns once every request handler has
+	// returned: only then may the stores close (ledger.Log.Close).
+	runErr := server.Run(ctx, scfg, ln)
+	if errors.Is(runErr, server.ErrHandlersRunning) {
+		closed = true // handlers may still use them: leave them as a crash would
+		return fmt.Errorf("%w; exiting without closing the stores (the next start recovers them)", runErr)
 	}
-	log.Info("shutting down", "reason", context.Cause(ctx))
-	stopGC()
+	closed = true
 	if err := st.Close(); err != nil {
-		return err
+		return errors.Join(runErr, err)
+	}
+	if runErr != nil {
+		return runErr
 	}
 	log.Info("stopped")
 	return nil

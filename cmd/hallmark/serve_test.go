@@ -1,15 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +31,11 @@ func TestCLIChild(t *testing.T) {
 	}
 	i := slices.Index(os.Args, "--")
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
-	os.Exit(run(context.Background(), e, os.Args[i+1:]))
+	// As main does, so that signal tests see the real behaviour.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, e, os.Args[i+1:])
+	stop()
+	os.Exit(code)
 }
 
 // shellWithHallmark runs script in /bin/sh in dir, with `hallmark` being
@@ -280,6 +291,7 @@ func TestServeLimitFlagsRefused(t *testing.T) {
 		{"--min-upload-rate", "-1"},
 		{"--download-stall-timeout", "0s"},
 		{"--max-downloads", "0"},
+		{"--shutdown-timeout", "0s"},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
 		code, _, stderr := runCmd(t, "", append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0"}, tc...)...)
@@ -289,5 +301,126 @@ func TestServeLimitFlagsRefused(t *testing.T) {
 		if _, err := os.Stat(dir); err == nil {
 			t.Errorf("serve %v: created the data directory before refusing", tc)
 		}
+	}
+}
+
+// holdUpload starts a blob upload to addr that stays open, and returns
+// once the upload's handler is reading its body (the server's 100 Continue
+// says so).
+func holdUpload(t *testing.T, addr, token string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sum := sha256.Sum256([]byte("never sent in full"))
+	fmt.Fprintf(c, "PUT /v1/blobs/sha256:%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+		hex.EncodeToString(sum[:]), addr, token)
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 100 ") {
+		t.Fatalf("upload: got %q, %v; want 100 Continue", status, err)
+	}
+	if _, err := c.Write([]byte("some bytes")); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// awaitOutput waits until out holds a match of re and returns it, failing
+// the test if that takes over a minute (a hang guard, not a measurement).
+func awaitOutput(t *testing.T, what string, out *syncBuffer, re *regexp.Regexp) []string {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %q in %q", what, re, out.String())
+		}
+	}
+}
+
+// A shutdown with a request open past --shutdown-timeout cuts it off,
+// says how many it cut off, closes the stores, and exits 0; the data
+// directory serves again.
+func TestServeShutdownCutsOffAfterTimeout(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	out, logs := &syncBuffer{}, &syncBuffer{}
+	e := &env{stdin: strings.NewReader(""), stdout: out, stderr: logs, getenv: func(string) string { return "" }}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, e, []string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--shutdown-timeout", "50ms", "--min-upload-rate", "0"})
+	}()
+	url := awaitOutput(t, "serve", out, regexp.MustCompile(`hallmark serving http://(\S+)\n`))[1]
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := holdUpload(t, url, strings.TrimSpace(string(tok)))
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("serve: exit %d; logged\n%s", code, logs.String())
+	}
+	log := logs.String()
+	i := strings.Index(log, `msg="shutting down"`)
+	j := strings.Index(log, `msg="drain timed out: cut off the requests still open" cut_off=1 drain_timeout=50ms`)
+	k := strings.Index(log, `msg=stopped`)
+	if i < 0 || j < i || k < j {
+		t.Errorf("want shutting down, drain timed out with cut_off=1, stopped, in that order; logged\n%s", log)
+	}
+	c.SetDeadline(time.Now().Add(time.Minute))
+	io.Copy(io.Discard, c) // returns once the server has closed it
+	_, _, stop := serveOnce(t, dataDir)
+	stop()
+}
+
+// A second SIGTERM during a shutdown that waits on an open request ends
+// the process at once, with exit status 1 and a log line saying why.
+func TestServeSecondSignalExits(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIChild$", "--", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
+		"--shutdown-timeout", "1h", "--min-upload-rate", "0")
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "HALLMARK_") }), "HALLMARK_CLI_CHILD=1")
+	out, logs := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	url := awaitOutput(t, "serve", out, regexp.MustCompile(`hallmark serving http://(\S+)\n`))[1]
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdUpload(t, url, strings.TrimSpace(string(tok)))
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	awaitOutput(t, "first SIGTERM", logs, regexp.MustCompile(`msg="shutting down" reason="terminated signal received" open_requests=1`))
+	select {
+	case err := <-exited:
+		t.Fatalf("serve exited while draining an open request (drain 1h): %v\n%s", err, logs.String())
+	default:
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = <-exited
+	var xe *exec.ExitError
+	if !errors.As(err, &xe) || xe.ExitCode() != 1 {
+		t.Errorf("after a second SIGTERM: %v, want exit status 1", err)
+	}
+	if want := `msg="second signal: exiting now, without finishing the shutdown" signal=terminated`; !strings.Contains(logs.String(), want) {
+		t.Errorf("after a second SIGTERM: log lacks %q:\n%s", want, logs.String())
 	}
 }

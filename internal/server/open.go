@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hallmark-dev/hallmark/ledger"
@@ -53,6 +54,13 @@ type Stores struct {
 	// AdminTokenPath is DIR/admin.token, where the first start wrote the
 	// token. The server never reads it; the operator may have removed it.
 	AdminTokenPath string
+
+	// gcMu guards gcStops and gcClosing; gcRunning counts the collectors
+	// StartCollector started, which Close stops and waits for.
+	gcMu      sync.Mutex
+	gcStops   []context.CancelFunc
+	gcClosing bool
+	gcRunning sync.WaitGroup
 }
 
 // crashHook, when set (tests), is called at the named steps of the admin
@@ -88,6 +96,7 @@ func Open(ctx context.Context, dir string, opts OpenOptions) (_ *Stores, err err
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
+	warnDataDirAccess(log, dir)
 	st := &Stores{Dir: dir}
 	defer func() {
 		if err != nil {
@@ -95,13 +104,15 @@ func Open(ctx context.Context, dir string, opts OpenOptions) (_ *Stores, err err
 		}
 	}()
 	ldir := filepath.Join(dir, LedgerSubdir)
-	st.Ledger, err = ledger.Open(ldir, ledger.Options{Origin: opts.Origin, Logger: log.With("component", "pebble")})
+	// The ledger's and the blob store's adapters tag their engines' lines
+	// with component=pebble and component=badger themselves.
+	st.Ledger, err = ledger.Open(ldir, ledger.Options{Origin: opts.Origin, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger at %s: %w", ldir, err)
 	}
 	bopts := opts.BlobOptions
 	if bopts.Logger == nil {
-		bopts.Logger = log.With("component", "badger")
+		bopts.Logger = log
 	}
 	bdir := filepath.Join(dir, BlobsSubdir)
 	st.Blobs, err = blob.Open(bdir, bopts)
@@ -179,11 +190,28 @@ func (st *Stores) Config(log *slog.Logger, lim Limits) Config {
 	return Config{Registry: st.Registry, Ledger: st.Ledger, Blobs: st.Blobs, Logger: log, Limits: lim}
 }
 
-// CollectBlobs runs the blob store's collector every interval until ctx is
-// done, removing blobs no version references once grace has passed since
-// they were last written or touched. grace must exceed the longest push
-// (upload to CreateVersion).
-func (st *Stores) CollectBlobs(ctx context.Context, interval, grace time.Duration, log *slog.Logger) {
+// StartCollector starts, in the background, the blob store's collector:
+// every interval until ctx is done or Close is called, it removes blobs no
+// version references once grace has passed since they were last written or
+// touched. grace must exceed the longest push (upload to CreateVersion).
+// After Close it starts nothing.
+func (st *Stores) StartCollector(ctx context.Context, interval, grace time.Duration, log *slog.Logger) {
+	st.gcMu.Lock()
+	defer st.gcMu.Unlock()
+	if st.gcClosing {
+		return
+	}
+	ctx, stop := context.WithCancel(ctx)
+	st.gcStops = append(st.gcStops, stop)
+	st.gcRunning.Add(1)
+	go func() {
+		defer st.gcRunning.Done()
+		st.collectBlobs(ctx, interval, grace, log)
+	}()
+}
+
+// collectBlobs is the loop of StartCollector.
+func (st *Stores) collectBlobs(ctx context.Context, interval, grace time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -194,7 +222,7 @@ func (st *Stores) CollectBlobs(ctx context.Context, interval, grace time.Duratio
 		}
 		stats, err := st.Blobs.Collect(ctx, st.Registry.IsBlobReferenced, grace)
 		switch {
-		case errors.Is(err, blob.ErrBusy), errors.Is(err, context.Canceled):
+		case errors.Is(err, blob.ErrBusy), errors.Is(err, context.Canceled), errors.Is(err, blob.ErrClosed):
 		case err != nil:
 			log.Error("blob collection failed", "err", err)
 		default:
@@ -204,8 +232,21 @@ func (st *Stores) CollectBlobs(ctx context.Context, interval, grace time.Duratio
 	}
 }
 
-// Close closes the stores (the registry holds no resources of its own).
+// Close stops the collectors StartCollector started and waits for them
+// (a collection in progress stops at its next check), then closes the
+// stores; the registry holds no resources of its own. Requests using the
+// stores must have finished: stop the HTTP server first (Run returns once
+// its handlers have).
 func (st *Stores) Close() error {
+	st.gcMu.Lock()
+	st.gcClosing = true
+	for _, stop := range st.gcStops {
+		stop()
+	}
+	st.gcStops = nil
+	st.gcMu.Unlock()
+	st.gcRunning.Wait()
+
 	var errs []error
 	if st.Blobs != nil {
 		if err := st.Blobs.Close(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,10 @@ type Config struct {
 	// ClientCAs set, verified client certificates authenticate (auth.go).
 	// Nil means plain HTTP/1.1 and h2c.
 	TLS *tls.Config
+	// ShutdownTimeout bounds Run's graceful drain of open requests once
+	// its context is done; requests still open then are cut off. Zero
+	// means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
 }
 
 // Limits bound what one request may cost. The zero value of a field means
@@ -184,6 +189,7 @@ func build(cfg Config) (*server, http.Handler, error) {
 		StallTimeout:           cfg.Limits.UploadStallTimeout,
 		MinUploadRate:          cfg.Limits.MinUploadRate,
 		DownloadStallTimeout:   cfg.Limits.DownloadStallTimeout,
+		Logger:                 s.log,
 	})
 	mux.Handle("/v1/blobs/", s.metrics.countBlobs(blobs))
 
@@ -300,11 +306,17 @@ func (s *server) logRequests(h http.Handler) http.Handler {
 	})
 }
 
-// Run serves New(cfg) on ln until ctx is done, then drains open requests
-// (for at most shutdownTimeout) and returns. Without cfg.TLS it speaks
-// HTTP/1.1 and unencrypted HTTP/2 (h2c), so gRPC clients work without TLS;
-// with it, HTTPS with HTTP/1.1 and HTTP/2 chosen by ALPN. It always closes
-// ln; the stores stay open.
+// Run serves New(cfg) on ln until ctx is done, then shuts down: it logs
+// "shutting down", stops accepting connections and drains open requests
+// for at most cfg.ShutdownTimeout. Requests still open then are cut off
+// (their connections closed, a warning logs how many) and Run waits for
+// their handlers to return. So when Run returns, no handler is using the
+// stores and the caller may close them; the one exception is
+// ErrHandlersRunning. Without cfg.TLS it speaks HTTP/1.1 and unencrypted
+// HTTP/2 (h2c), so gRPC clients work without TLS; with it, HTTPS with
+// HTTP/1.1 and HTTP/2 chosen by ALPN. It always closes ln.
+//
+// A failure to serve (ln failing) shuts down the same way and is returned.
 func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 	defer ln.Close()
 	h, err := New(cfg)
@@ -316,6 +328,10 @@ func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	drain := cfg.ShutdownTimeout
+	if drain <= 0 {
+		drain = DefaultShutdownTimeout
+	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	if cfg.TLS != nil {
@@ -323,8 +339,9 @@ func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 	} else {
 		protocols.SetUnencryptedHTTP2(true)
 	}
+	active := &handlers{}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           active.track(h),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		// No ReadTimeout or WriteTimeout: a multi-GB blob transfer takes
@@ -347,21 +364,118 @@ func Run(ctx context.Context, cfg Config, ln net.Listener) error {
 		}
 		errc <- srv.Serve(ln)
 	}()
+	var serveErr error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("serving: %w", err)
+	case serveErr = <-errc:
+		log.Error("shutting down", "reason", "serving failed", "err", serveErr, "open_requests", active.count(), "drain_timeout", drain)
 	case <-ctx.Done():
+		log.Info("shutting down", "reason", context.Cause(ctx), "open_requests", active.count(), "drain_timeout", drain)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutting down: %w", err)
+	switch err := srv.Shutdown(sctx); {
+	case errors.Is(err, context.DeadlineExceeded):
+		// Past the drain: cut off what is still open. Closing a
+		// connection cancels its requests' contexts and fails their reads
+		// and writes, so their handlers return soon.
+		cut := active.count()
+		srv.Close()
+		log.Warn("drain timed out: cut off the requests still open", "cut_off", cut, "drain_timeout", drain)
+	case err != nil && serveErr == nil:
+		// Shutdown drained the connections; only closing ln failed.
+		log.Warn("shutting down: closing the listener", "err", err)
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving: %w", err)
+	if !active.closeWhenIdle(handlerExitTimeout) {
+		return fmt.Errorf("%w %v after their connections were closed (%d of them)", ErrHandlersRunning, handlerExitTimeout, active.count())
+	}
+	if serveErr == nil {
+		serveErr = <-errc
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serving: %w", serveErr)
 	}
 	return nil
 }
 
-// shutdownTimeout bounds the drain of open requests in Run.
-const shutdownTimeout = 10 * time.Second
+// DefaultShutdownTimeout is Run's drain of open requests when
+// Config.ShutdownTimeout is zero.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// handlerExitTimeout bounds Run's wait, after cutting off the requests left
+// at the end of the drain, for their handlers to return. Handlers stop at
+// their next read, write or context check; one that takes longer is stuck.
+const handlerExitTimeout = 10 * time.Second
+
+// ErrHandlersRunning is returned by Run when request handlers were still
+// running handlerExitTimeout after their connections were closed. They may
+// still use the stores, which must then be left open (the process should
+// exit without closing them, as after a crash, which loses nothing
+// acknowledged).
+var ErrHandlersRunning = errors.New("request handlers still running")
+
+// handlers counts the request handlers running, so that Run returns only
+// once they have all returned: http.Server.Close closes connections but
+// does not wait for their handlers.
+type handlers struct {
+	mu      sync.Mutex
+	n       int
+	closed  bool            // set once idle at shutdown: later requests get 503
+	waiters []chan struct{} // closed when n drops to zero
+}
+
+func (a *handlers) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		if a.closed {
+			a.mu.Unlock()
+			// A straggler on a connection that was being closed: the
+			// stores may be closing.
+			w.Header().Set("Connection", "close")
+			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		a.n++
+		a.mu.Unlock()
+		defer func() {
+			a.mu.Lock()
+			a.n--
+			if a.n == 0 {
+				for _, c := range a.waiters {
+					close(c)
+				}
+				a.waiters = nil
+			}
+			a.mu.Unlock()
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (a *handlers) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
+// closeWhenIdle waits at most d for no handler to be running, and then
+// refuses every later request; it reports whether that happened.
+func (a *handlers) closeWhenIdle(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		a.mu.Lock()
+		if a.n == 0 {
+			a.closed = true
+			a.mu.Unlock()
+			return true
+		}
+		c := make(chan struct{})
+		a.waiters = append(a.waiters, c)
+		a.mu.Unlock()
+		select {
+		case <-c:
+		case <-t.C:
+			return false
+		}
+	}
+}

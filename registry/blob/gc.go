@@ -37,6 +37,13 @@ type CollectStats struct {
 //
 // Only one Collect runs at a time; a second returns ErrBusy. Memory: one
 // digest per live chunk for the mark set.
+//
+// Collect stops early, returning ctx's error, when ctx is done, and with
+// ErrClosed when Close is called: it checks both between its phases and
+// while it scans, deletes and sweeps, so that a shutdown does not wait for
+// a whole collection. Whatever it deleted before stopping stays deleted;
+// nothing it keeps is lost. Close waits for a Collect in progress to
+// return before it closes the database.
 func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, grace time.Duration) (CollectStats, error) {
 	var st CollectStats
 	if err := s.checkOpen(); err != nil {
@@ -46,10 +53,18 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 		return st, ErrBusy
 	}
 	defer s.gcRun.Unlock()
+	// Checked under gcRun: Close sets closed before it takes gcRun, so a
+	// Collect that gets the lock after Close has begun stops here.
+	if err := s.checkOpen(); err != nil {
+		return st, err
+	}
 
 	now := s.opts.Now()
 	if err := s.expireUploads(ctx, now, &st); err != nil {
 		return st, fmt.Errorf("collecting: expiring uploads: %w", err)
+	}
+	if err := s.gcStopped(ctx); err != nil {
+		return st, err
 	}
 
 	// From here on, every pin is remembered in gcSeen, so a chunk that a
@@ -69,6 +84,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	// Decide about blobs.
 	var doomed []Digest
 	err := s.scan(ctx, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
+		if s.closed.Load() {
+			return ErrClosed
+		}
 		d := Digest(key[1:])
 		return item.Value(func(v []byte) error {
 			rec, err := decodeBlobRecord(d, v)
@@ -85,6 +103,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 		return st, fmt.Errorf("collecting: scanning blobs: %w", err)
 	}
 	for _, d := range doomed {
+		if err := s.gcStopped(ctx); err != nil {
+			return st, err
+		}
 		deleted := false
 		err := s.db.Update(func(txn *badger.Txn) error {
 			// Re-read inside the transaction: a Put or Touch since the scan
@@ -115,6 +136,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	if err := s.sync(); err != nil {
 		return st, fmt.Errorf("collecting: %w", err)
 	}
+	if err := s.gcStopped(ctx); err != nil {
+		return st, err
+	}
 
 	// Mark the chunks that remaining blobs and live sessions list, both
 	// from ONE snapshot. A Commit turns a session into a blob in a single
@@ -126,6 +150,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	marked := make(map[Digest]struct{})
 	err = s.db.View(func(txn *badger.Txn) error {
 		err := scanTxn(ctx, txn, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
+			if s.closed.Load() {
+				return ErrClosed
+			}
 			d := Digest(key[1:])
 			return item.Value(func(v []byte) error {
 				rec, err := decodeBlobRecord(d, v)
@@ -145,6 +172,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 			return err
 		}
 		return scanTxn(ctx, txn, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
+			if s.closed.Load() {
+				return ErrClosed
+			}
 			id := string(key[1:])
 			return item.Value(func(v []byte) error {
 				rec, err := decodeUploadRecord(id, v)
@@ -165,6 +195,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 		return st, fmt.Errorf("collecting: an upload record is damaged; not deleting chunks: %w", ErrCorrupt)
 	case err != nil:
 		return st, fmt.Errorf("collecting: marking chunks: %w", err)
+	}
+	if err := s.gcStopped(ctx); err != nil {
+		return st, err
 	}
 
 	// Sweep.
@@ -199,6 +232,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	}
 	var candidates []Digest
 	err = s.scanKeys(ctx, []byte{kindChunk}, func(key []byte) error {
+		if s.closed.Load() {
+			return ErrClosed
+		}
 		d := Digest(key[1:])
 		if _, ok := marked[d]; !ok {
 			candidates = append(candidates, d)
@@ -211,6 +247,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	for _, d := range candidates {
 		batch = append(batch, d)
 		if len(batch) == 256 {
+			if err := s.gcStopped(ctx); err != nil {
+				return st, err
+			}
 			if err := flush(); err != nil {
 				return st, fmt.Errorf("collecting: deleting chunks: %w", err)
 			}
@@ -224,7 +263,9 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	}
 
 	// Give value-log space back; ErrNoRewrite means nothing was worth it.
-	for ctx.Err() == nil {
+	// One round may rewrite a whole value-log file, so the stop check runs
+	// between rounds only.
+	for ctx.Err() == nil && !s.closed.Load() {
 		err := s.db.RunValueLogGC(0.5)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 			break
@@ -233,7 +274,20 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 			return st, fmt.Errorf("collecting: value-log gc: %w", err)
 		}
 	}
-	return st, ctx.Err()
+	return st, s.gcStopped(ctx)
+}
+
+// gcStopped returns why a collection must stop now: ctx's error, or
+// ErrClosed once Close has begun; nil to go on. It watches ctx.Done rather
+// than calling ctx.Err, so that the stop checks between phases leave the
+// count of Err calls (one per scanned key, which tests step on) unchanged.
+func (s *Store) gcStopped(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	default:
+	}
+	return s.checkOpen()
 }
 
 // Damaged records found while marking: their chunk lists cannot be trusted,
@@ -248,6 +302,9 @@ var (
 func (s *Store) expireUploads(ctx context.Context, now time.Time, st *CollectStats) error {
 	var expired []string
 	err := s.scan(ctx, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
+		if s.closed.Load() {
+			return ErrClosed
+		}
 		id := string(key[1:])
 		return item.Value(func(v []byte) error {
 			rec, err := decodeUploadRecord(id, v)
@@ -261,6 +318,9 @@ func (s *Store) expireUploads(ctx context.Context, now time.Time, st *CollectSta
 		return err
 	}
 	for _, id := range expired {
+		if err := s.gcStopped(ctx); err != nil {
+			return err
+		}
 		if s.acquire(id) != nil {
 			continue // in use: not expired after all
 		}

@@ -3,6 +3,7 @@ package blob
 import (
 	"bytes"
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,5 +65,84 @@ func TestCollectKeepsChunksOfUploadCommittedWhileMarking(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatalf("blob committed during Collect: got %d other bytes", len(got))
+	}
+}
+
+// Close waits for a Collect in progress, which stops at its next check
+// instead of finishing: badger is never closed under a collection, and the
+// store reopens with everything the stopped collection had not deleted.
+func TestCloseWaitsForCollect(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	var digests []Digest
+	for i := range 3 {
+		digests = append(digests, mustPut(t, s, randBytes(uint64(10+i), 2*testChunk+1)))
+	}
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	var dbClosedInCollect atomic.Bool
+	referenced := func(Digest) bool {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		dbClosedInCollect.Store(dbClosedInCollect.Load() || s.db.IsClosed())
+		return false // unreferenced with grace 0: only the stop keeps them
+	}
+	type result struct {
+		st  CollectStats
+		err error
+	}
+	collected := make(chan result, 1)
+	go func() {
+		st, err := s.Collect(context.Background(), referenced, 0)
+		collected <- result{st, err}
+	}()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	// Let the collection go on only once Close has begun.
+	for s.checkOpen() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+
+	r := <-collected
+	if !errors.Is(r.err, ErrClosed) {
+		t.Fatalf("Collect during Close: got %v, want ErrClosed", r.err)
+	}
+	if r.st.BlobsDeleted != 0 || r.st.ChunksDeleted != 0 {
+		t.Errorf("Collect stopped by Close deleted %+v", r.st)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if dbClosedInCollect.Load() {
+		t.Error("badger was closed while Collect still ran")
+	}
+	if _, err := s.Collect(context.Background(), referenced, 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("Collect after Close: got %v, want ErrClosed", err)
+	}
+
+	s2 := openTest(t, dir, Options{})
+	for _, d := range digests {
+		if _, err := readAll(t, s2, d); err != nil {
+			t.Errorf("blob %s after reopening: %v", d, err)
+		}
+	}
+}
+
+// A cancelled context stops Collect before its next deletion.
+func TestCollectStopsOnCancel(t *testing.T) {
+	s := openTest(t, "", Options{})
+	d := mustPut(t, s, randBytes(20, 100))
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := s.Collect(ctx, func(Digest) bool { cancel(); return false }, 0)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Collect with its context cancelled while deciding: got %v, want context.Canceled", err)
+	}
+	if _, err := readAll(t, s, d); err != nil {
+		t.Errorf("blob after a cancelled Collect: %v", err)
 	}
 }
