@@ -45,7 +45,9 @@ func startServer(t testing.TB, dir string) *liveServer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, st.Config(nil, server.Limits{}), ln) }()
+	// A small free-space margin: the tests' uploads are tiny and must not
+	// depend on how full the machine's disk is.
+	go func() { done <- server.Run(ctx, st.Config(nil, server.Limits{MinFreeBytes: 64 << 20}), ln) }()
 	tok, err := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
 	if err != nil {
 		t.Fatal(err)

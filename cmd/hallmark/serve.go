@@ -65,6 +65,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	maxMsg := fs.Int("max-message-bytes", 8<<20, "largest RPC request message")
 	maxUploads := fs.Int("max-uploads", 8, "blob uploads streaming at once")
 	maxDownloads := fs.Int("max-downloads", 64, "blob downloads streaming at once; more get HTTP 429")
+	minFree := fs.Int64("min-free-bytes", 0, "free space the blob store's disk keeps: uploads that would go below get HTTP 507 (0: the default, 448 MiB, derived from the store's settings)")
 	rpcTimeout := fs.Duration("rpc-timeout", 30*time.Second, "time limit of one RPC")
 	maxExport := fs.Uint64("max-export-entries", export.DefaultMaxEntries, "most ledger entries one audit export may cover (built in memory, about 1.5 KB each)")
 	minUploadRate := fs.Int64("min-upload-rate", 64<<10, "slowest a blob upload body may arrive, in bytes per second of waiting on the client (0: no floor)")
@@ -90,6 +91,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *maxDownloads < 1 {
 		return usagef("--max-downloads %d: want at least 1", *maxDownloads)
+	}
+	if *minFree < 0 {
+		return usagef("--min-free-bytes %d: want 0 (the default) or more", *minFree)
 	}
 	if *downloadStall <= 0 {
 		return usagef("--download-stall-timeout %v: want a positive duration", *downloadStall)
@@ -130,7 +134,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		Origin:          *origin,
 		Logger:          slog.New(handler),
 		ShutdownTimeout: *shutdownTimeout,
-		Limits: server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, MaxConcurrentDownloads: *maxDownloads, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport,
+		Limits: server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, MaxConcurrentDownloads: *maxDownloads, MinFreeBytes: *minFree, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport,
 			MinUploadRate: uploadRate, DownloadStallTimeout: *downloadStall},
 		GCInterval:        *gcInterval,
 		GCGrace:           *gcGrace,

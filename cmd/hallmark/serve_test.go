@@ -291,6 +291,7 @@ func TestServeLimitFlagsRefused(t *testing.T) {
 		{"--min-upload-rate", "-1"},
 		{"--download-stall-timeout", "0s"},
 		{"--max-downloads", "0"},
+		{"--min-free-bytes", "-1"},
 		{"--shutdown-timeout", "0s"},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")

@@ -34,7 +34,9 @@ type testServer struct {
 // 127.0.0.1 with HTTP/1.1 and h2c.
 func newTestServer(t testing.TB) *testServer {
 	t.Helper()
-	ts, _ := newTestServerWith(t, Limits{MaxMessageBytes: 1 << 20})
+	// A small free-space margin: the tests' uploads are tiny and must not
+	// depend on how full the machine's disk is.
+	ts, _ := newTestServerWith(t, Limits{MaxMessageBytes: 1 << 20, MinFreeBytes: 64 << 20})
 	return ts
 }
 

@@ -72,6 +72,10 @@ type Limits struct {
 	// MaxConcurrentDownloads bounds blob downloads streaming at once; more
 	// get 429. The default is 64.
 	MaxConcurrentDownloads int
+	// MinFreeBytes is the free space the blob store's disk keeps: uploads
+	// that would take it below are refused with 507. Zero means blobhttp's
+	// default, derived from the store's options (448 MiB by default).
+	MinFreeBytes int64
 	// UploadStallTimeout aborts an upload whose body sends nothing for this
 	// long. The default is one minute.
 	UploadStallTimeout time.Duration
@@ -186,6 +190,7 @@ func build(cfg Config) (*server, http.Handler, error) {
 		MaxBlobSize:            cfg.Limits.MaxBlobSize,
 		MaxConcurrentUploads:   cfg.Limits.MaxConcurrentUploads,
 		MaxConcurrentDownloads: cfg.Limits.MaxConcurrentDownloads,
+		MinFreeBytes:           cfg.Limits.MinFreeBytes,
 		StallTimeout:           cfg.Limits.UploadStallTimeout,
 		MinUploadRate:          cfg.Limits.MinUploadRate,
 		DownloadStallTimeout:   cfg.Limits.DownloadStallTimeout,
