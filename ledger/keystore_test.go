@@ -251,6 +251,36 @@ func TestOpenAfterCrashedFirstStart(t *testing.T) {
 	}
 }
 
+// TestOpenStalePendingKey: a pending key left by a first start that never
+// committed, beside a store restored without its own key, does not sign the
+// store: Open fails, and the stale key is not moved into log.key (which
+// would make every later check blame the store).
+func TestOpenStalePendingKey(t *testing.T) {
+	dir, _, _ := newLedgerWithEntries(t, 3)
+	kf := filepath.Join(dir, keyFileName)
+	if err := os.Remove(kf); err != nil {
+		t.Fatal(err)
+	}
+	stale, _, _ := GenerateKey(DefaultOrigin)
+	if err := os.WriteFile(kf+pendingKeySuffix, []byte(stale+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(dir, Options{})
+	if err == nil {
+		l.Close()
+		t.Fatal("Open succeeded with a pending key that did not sign the store")
+	}
+	if !strings.Contains(err.Error(), "left from an unfinished first start") {
+		t.Errorf("error %q does not say where the key tried came from", err)
+	}
+	if _, err := os.Stat(kf); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stale pending key became %s (%v)", kf, err)
+	}
+	if b, err := os.ReadFile(kf + pendingKeySuffix); err != nil || string(b) != stale+"\n" {
+		t.Errorf("the pending key was not left in place: %v", err)
+	}
+}
+
 // TestOpenStoreWithoutOrigin: the first commit writes the origin with the
 // rest, so a store with data but no origin is damaged, not new.
 func TestOpenStoreWithoutOrigin(t *testing.T) {

@@ -326,7 +326,7 @@ func (l *Log) init(opts Options) error {
 	keyFile := opts.KeyFile
 	pending := keyFile + pendingKeySuffix
 	signer, vkey, err := loadKey(keyFile)
-	newKey := false
+	newKey, adoptPending := false, false
 	switch {
 	case err == nil && fresh && !opts.NewLogWithExistingKey:
 		return keyWithoutStoreError(l.dir, keyFile, "empty (it holds no ledger: a lost write-ahead log, or a first start that never completed)")
@@ -344,13 +344,13 @@ func (l *Log) init(opts Options) error {
 		newKey = true
 	case errors.Is(err, os.ErrNotExist):
 		// A first start that committed its store but crashed before moving
-		// the new key into place; load checks that it signed the store's
-		// checkpoint.
+		// the new key into place. The pending key is moved only once load
+		// has checked that it signed the store's checkpoint: a stale one
+		// (from a first start that never committed, beside a store restored
+		// without its key) must not become log.key.
 		if _, serr := os.Stat(pending); serr == nil {
-			if rerr := renameSync(pending, keyFile); rerr != nil {
-				return fmt.Errorf("moving key file %s into place: %w", pending, rerr)
-			}
-			signer, vkey, err = loadKey(keyFile)
+			signer, vkey, err = loadKey(pending)
+			adoptPending = err == nil
 		}
 	}
 	if err != nil {
@@ -385,7 +385,15 @@ func (l *Log) init(opts Options) error {
 		}
 	}
 	if err := l.load(); err != nil {
+		if adoptPending {
+			return fmt.Errorf("%w (the key tried was %s, left from an unfinished first start, and left where it is: %s is missing; restore it with the store)", err, pending, keyFile)
+		}
 		return err
+	}
+	if adoptPending {
+		if err := renameSync(pending, keyFile); err != nil {
+			return fmt.Errorf("moving key file %s into place: %w", pending, err)
+		}
 	}
 	// A RebuildState that crashed leaves other generations behind; they are
 	// invisible but take space.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -197,6 +198,11 @@ func (v *verifier) run(dir string) error {
 			kf = filepath.Join(dir, keyFileName)
 		}
 		_, vkey, err := loadKey(kf)
+		if errors.Is(err, os.ErrNotExist) {
+			if _, perr := os.Stat(kf + pendingKeySuffix); perr == nil {
+				return fmt.Errorf("verifying ledger: %w; %s is there: a first start stopped before moving its key into place, and the next start of the server (or any command that opens the ledger) will, once it has checked that key against the store", err, kf+pendingKeySuffix)
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("verifying ledger: %w", err)
 		}

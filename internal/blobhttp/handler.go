@@ -188,7 +188,7 @@ func NewHandler(store *blob.Store, opts Options) *Handler {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{store: store, opts: opts, mux: http.NewServeMux(),
-		space:     &spaceGuard{free: opts.FreeSpace, margin: opts.MinFreeBytes, log: opts.Logger},
+		space:     &spaceGuard{free: opts.FreeSpace, margin: min(opts.MinFreeBytes, 1<<62), log: opts.Logger},
 		uploads:   make(chan struct{}, opts.MaxConcurrentUploads),
 		downloads: make(chan struct{}, opts.MaxConcurrentDownloads), perDownload: map[string]int{}}
 	h.mux.HandleFunc("PUT /v1/blobs/{digest}", h.putBlob)
@@ -421,19 +421,26 @@ func (b *uploadBody) admit() error {
 	return nil
 }
 
-// check renews the body's reservation: the rest of a body of known length,
-// the next step of one without. The next check comes after step bytes, or
-// never once a known length has been reserved in full.
+// reserveWindow is how many steps ahead one upload holds a reservation.
+// A body of known length must fit whole when checked, but holds only this
+// window: otherwise one slow upload declaring most of the free space would
+// hold it, and refuse every other upload, for as long as it trickles.
+const reserveWindow = 8
+
+// check renews the body's reservation every step: the next window of a
+// body of known length (whose whole rest must fit), the next step of one
+// without.
 func (b *uploadBody) check() error {
-	need := b.step
+	need, whole := b.step, int64(0)
 	if b.length >= 0 {
-		need = b.length - b.read
-		if need <= 0 { // the rest is past the declared length: nothing to store
+		whole = b.length - b.read
+		if whole <= 0 { // the rest is past the declared length: nothing to store
 			b.next = math.MaxInt64
 			return nil
 		}
+		need = min(whole, reserveWindow*b.step)
 	}
-	if err := b.space.reserve(&b.held, need); err != nil {
+	if err := b.space.reserve(&b.held, need, whole); err != nil {
 		return err
 	}
 	b.next = b.read + b.step
@@ -829,7 +836,9 @@ func (h *Handler) appendUpload(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("%s %s: header %s must be the non-negative offset the body starts at, got %q", r.Method, r.URL.Path, HeaderUploadOffset, r.Header.Get(HeaderUploadOffset)))
 		return
 	}
-	if r.ContentLength > 0 && off+r.ContentLength > h.opts.MaxBlobSize {
+	// Compared without adding: a Content-Length near the largest int64
+	// would wrap the sum and pass.
+	if r.ContentLength > 0 && (off > h.opts.MaxBlobSize || r.ContentLength > h.opts.MaxBlobSize-off) {
 		writeError(w, r, http.StatusRequestEntityTooLarge, "resource_exhausted",
 			fmt.Sprintf("%s %s: offset %d plus Content-Length %d exceeds the limit of %d bytes", r.Method, r.URL.Path, off, r.ContentLength, h.opts.MaxBlobSize))
 		return

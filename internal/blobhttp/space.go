@@ -56,9 +56,11 @@ func size(n int64) string {
 }
 
 // reserve sets *held, one upload's reservation, to need bytes, or returns a
-// *spaceError and leaves it. need is what the upload may still write: the
-// rest of a body of known length, or the next step of one without.
-func (g *spaceGuard) reserve(held *int64, need int64) error {
+// *spaceError and leaves it. need is what the upload may write before its
+// next check (a few steps at most); whole, if larger, is what it will write
+// in all (the rest of a body of known length), which must fit now too but
+// is not held.
+func (g *spaceGuard) reserve(held *int64, need, whole int64) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	free, err := g.free()
@@ -69,9 +71,13 @@ func (g *spaceGuard) reserve(held *int64, need int64) error {
 		return fmt.Errorf("checking free space: %w", err)
 	}
 	others := g.reserved - *held
-	// Written as a comparison of sums so that huge values cannot wrap.
-	if free < others+need+g.margin {
-		e := &spaceError{free: free, need: need, reserved: others, margin: g.margin}
+	// Differences, not sums: need and whole come from a client's
+	// Content-Length, and a sum near the largest int64 would wrap and
+	// pass. free, the margin (capped when the guard is made) and the
+	// reservations (a few steps per upload) are far from the limits.
+	avail := free - g.margin - others
+	if need > avail || whole > avail {
+		e := &spaceError{free: free, need: max(need, whole), reserved: others, margin: g.margin}
 		if now := time.Now(); now.Sub(g.warned) >= time.Minute {
 			g.warned = now
 			g.log.Warn("refusing uploads: disk space is low (logged at most once a minute)", "err", e.Error())

@@ -1,12 +1,15 @@
 package blobhttp
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -128,6 +131,10 @@ func TestChunkedPatchStopsWhereDiskFillsUp(t *testing.T) {
 	}
 
 	disk.after.Store(0)
+	// The server closes a connection whose body it left unread; the
+	// client's pool may still hold it, and a PATCH is not retried on a
+	// fresh one (hallmark's client retries; this raw send does not).
+	f.srv.Client().CloseIdleConnections()
 	resp, body = sendRaw(t, f, http.MethodPatch, loc, bytes.NewReader(data[kept:]), map[string]string{HeaderUploadOffset: strconv.Itoa(kept)})
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("resuming PATCH: %d %s", resp.StatusCode, body)
@@ -179,10 +186,10 @@ func TestSpaceReservationsAddUp(t *testing.T) {
 	free := int64(1000)
 	g := &spaceGuard{free: func() (int64, error) { return free, nil }, margin: 100, log: discardLogger()}
 	var a, b int64
-	if err := g.reserve(&a, 600); err != nil {
+	if err := g.reserve(&a, 600, 0); err != nil {
 		t.Fatal(err)
 	}
-	err := g.reserve(&b, 400)
+	err := g.reserve(&b, 400, 0)
 	var se *spaceError
 	if !errors.As(err, &se) || se.reserved != 600 || se.need != 400 {
 		t.Fatalf("second reservation: %v, want a refusal counting the first's 600 bytes", err)
@@ -193,7 +200,7 @@ func TestSpaceReservationsAddUp(t *testing.T) {
 	// a reads 500 bytes, which land on the disk.
 	g.consumed(&a, 500)
 	free -= 500
-	if err := g.reserve(&b, 300); err != nil {
+	if err := g.reserve(&b, 300, 0); err != nil {
 		t.Fatalf("after a's bytes were written: %v", err)
 	}
 	g.consumed(&a, -1)
@@ -203,7 +210,7 @@ func TestSpaceReservationsAddUp(t *testing.T) {
 	}
 	// Where the platform cannot tell, the check is off.
 	g.free = func() (int64, error) { return 0, fmt.Errorf("statfs: %w", errors.ErrUnsupported) }
-	if err := g.reserve(&a, 1<<40); err != nil {
+	if err := g.reserve(&a, 1<<40, 0); err != nil {
 		t.Errorf("with free space unknown: %v", err)
 	}
 }
@@ -235,4 +242,59 @@ func (h *Handler) reservedBytes() int64 {
 	h.space.mu.Lock()
 	defer h.space.mu.Unlock()
 	return h.space.reserved
+}
+
+// TestSpaceGuardHugeLengths: a Content-Length near the largest int64 must
+// not wrap the guard's arithmetic into admitting it, and a body of known
+// length holds only a window of reservation, not all of it, so one slow
+// upload cannot hold the free space that others need.
+func TestSpaceGuardHugeLengths(t *testing.T) {
+	g := &spaceGuard{free: func() (int64, error) { return 10_000, nil }, margin: 1000, log: discardLogger()}
+	var a, b int64
+	if err := g.reserve(&a, math.MaxInt64-10, 0); err == nil {
+		t.Fatal("a reservation of MaxInt64-10 bytes was admitted")
+	}
+	if err := g.reserve(&a, 100, math.MaxInt64-10); err == nil {
+		t.Fatal("a body of MaxInt64-10 bytes was admitted")
+	}
+	if a != 0 || g.reserved != 0 {
+		t.Fatalf("refusals left %d / %d bytes reserved", a, g.reserved)
+	}
+	// A body of 8,000 bytes fits whole; it holds only its window (100).
+	if err := g.reserve(&a, 100, 8000); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.reserve(&b, 100, 8000); err != nil {
+		t.Fatalf("a second upload refused while the first holds only its window: %v", err)
+	}
+}
+
+// TestPatchHugeContentLength: offset plus a Content-Length near the largest
+// int64 wrapped past the size check; it is refused with 413.
+func TestPatchHugeContentLength(t *testing.T) {
+	f := newFixture(t, Options{})
+	resp, _ := sendRaw(t, f, http.MethodPost, "/v1/blobs/uploads", nil, nil)
+	loc := resp.Header.Get("Location")
+	req, err := http.NewRequest(http.MethodPatch, f.srv.URL+loc, strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(HeaderUploadOffset, "1024")
+	req.ContentLength = math.MaxInt64 - 1023
+	// The client cannot send that many bytes; the server must answer from
+	// the headers. Use a raw connection so net/http does not refuse to send.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\n%s: 1024\r\nContent-Length: %d\r\n\r\nx", loc, HeaderUploadOffset, int64(math.MaxInt64-1023))
+	br := bufio.NewReader(conn)
+	got, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("PATCH with offset 1024 and Content-Length MaxInt64-1023: status %d, want 413", got.StatusCode)
+	}
 }
