@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -625,13 +626,23 @@ func (l *Log) Get(key []byte) ([]byte, error) {
 // over a consistent snapshot. An error from fn stops the scan and is
 // returned unchanged. key and value are valid only during the call.
 func (l *Log) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	return l.ScanFrom(prefix, nil, fn)
+}
+
+// ScanFrom is Scan starting at the first key with prefix that is not below
+// start, so that paging through a long prefix does not read what earlier
+// pages covered.
+func (l *Log) ScanFrom(prefix, start []byte, fn func(key, value []byte) error) error {
 	v := l.acquireView()
 	if v == nil {
 		return ErrClosed
 	}
 	defer v.release()
 	lo := stateKey(v.gen, prefix)
-	it, err := v.snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if s := stateKey(v.gen, start); bytes.Compare(s, lo) > 0 {
+		lo = s
+	}
+	it, err := v.snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(stateKey(v.gen, prefix))})
 	if err != nil {
 		return fmt.Errorf("scanning state: %w", err)
 	}

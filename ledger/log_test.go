@@ -205,6 +205,16 @@ func TestAppendTx(t *testing.T) {
 	if got := strings.Join(keys, ","); got != "k1=v1,k3=v3" {
 		t.Fatalf("Scan: got %s, want k1=v1,k3=v3", got)
 	}
+	// ScanFrom starts at the first key not below start, within the prefix.
+	for _, tc := range []struct{ start, want string }{
+		{"", "k1,k3"}, {"a", "k1,k3"}, {"k2", "k3"}, {"k3", "k3"}, {"k4", ""}, {"z", ""},
+	} {
+		var got []string
+		l.ScanFrom([]byte("k"), []byte(tc.start), func(k, v []byte) error { got = append(got, string(k)); return nil })
+		if s := strings.Join(got, ","); s != tc.want {
+			t.Errorf("ScanFrom(k, %q): got %s, want %s", tc.start, s, tc.want)
+		}
+	}
 	// Tx.Scan merges committed state with pending writes.
 	_, err = l.Append(ctx, func(tx *Tx) error {
 		tx.Set([]byte("k0"), []byte("v0"))

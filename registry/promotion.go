@@ -959,14 +959,14 @@ func (r *Registry) ListDecisions(ctx context.Context, f DecisionFilter, limit in
 	if err != nil {
 		return nil, 0, err
 	}
-	// The ledger's Scan has no start key: decisions before f.From are
-	// skipped by key, without reading their records. One more match than
-	// the page holds tells whether there is a next page.
+	// The scan starts at f.From, so walking all pages reads each decision
+	// key once. One more match than the page holds tells whether there is
+	// a next page.
 	var idx []uint64
 	errStop := errors.New("stop")
 	from := decisionKey(f.From)
 	var seen int
-	err = r.log.Scan([]byte(prefixDecision), func(k, v []byte) error {
+	err = r.log.ScanFrom([]byte(prefixDecision), from, func(k, v []byte) error {
 		if err := checkCtx(ctx, &seen); err != nil {
 			return err
 		}

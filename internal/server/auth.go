@@ -214,7 +214,14 @@ func (s *server) boundBody(w http.ResponseWriter, r *http.Request) {
 		// connection for the next request, which a deadline would cut.
 		return
 	}
+	// A large message on a slow link gets longer: the time its declared
+	// length takes at rpcBodyFloorRate is added, so RPCTimeout alone never
+	// shuts out a slow but steady client with a big request. Connect's
+	// clients declare the length; a body without one gets RPCTimeout.
 	timeout := s.cfg.Limits.RPCTimeout
+	if n := min(r.ContentLength, int64(s.cfg.Limits.MaxMessageBytes)); n > 0 {
+		timeout += time.Duration(n) * time.Second / rpcBodyFloorRate
+	}
 	rc := http.NewResponseController(w)
 	// Both of net/http's servers (HTTP/1 and HTTP/2) support read
 	// deadlines; a writer that does not (a test recorder) leaves the
@@ -226,6 +233,10 @@ func (s *server) boundBody(w http.ResponseWriter, r *http.Request) {
 		timeout:    timeout,
 	}
 }
+
+// rpcBodyFloorRate is the slowest link (bytes per second) boundBody
+// allows a request body the time for, when that is longer than RPCTimeout.
+const rpcBodyFloorRate = 64 << 10
 
 // rpcBody is an RPC request body under boundBody's deadline.
 type rpcBody struct {
@@ -247,7 +258,7 @@ func (b *rpcBody) Read(p []byte) (int, error) {
 		_ = b.rc.SetReadDeadline(time.Time{})
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		err = connect.NewError(connect.CodeDeadlineExceeded,
-			fmt.Errorf("request body not received within %v of the call's admission (the server's RPC timeout); %d bytes arrived", b.timeout, b.n))
+			fmt.Errorf("request body not received within %v of the call's admission (the server's --rpc-timeout plus the time the declared length takes at %d KiB/s); %d bytes were read", b.timeout, rpcBodyFloorRate>>10, b.n))
 	}
 	return n, err
 }
