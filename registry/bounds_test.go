@@ -340,7 +340,7 @@ func TestErrorsQuoteBoundedInput(t *testing.T) {
 	// Short inputs are quoted whole, as before.
 	_, _, err := e.reg.ListModels(ctx, "bogus", 0)
 	wantErr(t, err, ErrInvalidArgument, `page token "bogus" is not one this server issued`)
-	if got := quoteInput("é" + strings.Repeat("x", maxEcho)); !strings.HasPrefix(got, `"é`) || !strings.HasSuffix(got, "… (66 bytes)") {
+	if got := QuoteInput("é" + strings.Repeat("x", maxEcho)); !strings.HasPrefix(got, `"é`) || !strings.HasSuffix(got, "… (66 bytes)") {
 		t.Errorf("quoteInput cut: got %s", got)
 	}
 }

@@ -871,7 +871,7 @@ func getRequest(st stateReader, id string) (PromotionRequest, error) {
 		return PromotionRequest{}, err
 	}
 	if !found {
-		return PromotionRequest{}, errorf(ErrNotFound, "promotion request %s does not exist", quoteInput(id))
+		return PromotionRequest{}, errorf(ErrNotFound, "promotion request %s does not exist", QuoteInput(id))
 	}
 	return req, nil
 }

@@ -242,9 +242,10 @@ func checkCtx(ctx context.Context, seen *int) error {
 // line it reaches.
 const maxEcho = 64
 
-// quoteInput quotes s for an error message: whole when short, else its
-// first maxEcho bytes (cut at a character boundary) and its length.
-func quoteInput(s string) string {
+// QuoteInput quotes caller text s for an error message: whole when short,
+// else its first maxEcho bytes (cut at a character boundary) and its
+// length. The API edge uses it for the input it checks itself.
+func QuoteInput(s string) string {
 	if len(s) <= maxEcho {
 		return strconv.Quote(s)
 	}
@@ -322,7 +323,7 @@ func encodeModelToken(name string) string { return "m:" + name }
 func decodeModelToken(tok string) (string, error) {
 	name, ok := strings.CutPrefix(tok, "m:")
 	if !ok || validName("model name", name, maxNameLen) != nil {
-		return "", errorf(ErrInvalidArgument, "page token %s is not one this server issued", quoteInput(tok))
+		return "", errorf(ErrInvalidArgument, "page token %s is not one this server issued", QuoteInput(tok))
 	}
 	return name, nil
 }
@@ -352,7 +353,7 @@ func (r *Registry) ListVersions(ctx context.Context, model, pageToken string, li
 		s, ok := strings.CutPrefix(pageToken, "v:")
 		seq, err := strconv.ParseUint(s, 10, 64)
 		if !ok || err != nil || seq == 0 || seq > m.VersionCount {
-			return nil, "", errorf(ErrInvalidArgument, "page token %s is not one this server issued for model %q", quoteInput(pageToken), model)
+			return nil, "", errorf(ErrInvalidArgument, "page token %s is not one this server issued for model %q", QuoteInput(pageToken), model)
 		}
 		start = seq
 	}
@@ -411,7 +412,7 @@ func (r *Registry) resolve(tx stateReader, model, ref string) (Version, bool, er
 		digest = ref
 	default:
 		if err := validLabel(ref); err != nil {
-			return Version{}, false, errorf(ErrInvalidArgument, "version reference %s is neither a label, an alias nor sha256:<hex>", quoteInput(ref))
+			return Version{}, false, errorf(ErrInvalidArgument, "version reference %s is neither a label, an alias nor sha256:<hex>", QuoteInput(ref))
 		}
 		d, found, err := getString(tx, key(prefixLabel, model, ref))
 		if err != nil {

@@ -37,7 +37,7 @@ func validName(what, s string, max int) error {
 		return errorf(ErrInvalidArgument, "%s is empty", what)
 	}
 	if len(s) > max {
-		return errorf(ErrInvalidArgument, "%s %s is longer than %d bytes", what, quoteInput(s), max)
+		return errorf(ErrInvalidArgument, "%s %s is longer than %d bytes", what, QuoteInput(s), max)
 	}
 	return checkChars(what, s, "._-")
 }
@@ -50,7 +50,7 @@ func validLabel(s string) error {
 		return errorf(ErrInvalidArgument, "version label is empty")
 	}
 	if len(s) > maxNameLen {
-		return errorf(ErrInvalidArgument, "version label %s is longer than %d bytes", quoteInput(s), maxNameLen)
+		return errorf(ErrInvalidArgument, "version label %s is longer than %d bytes", QuoteInput(s), maxNameLen)
 	}
 	return checkChars("version label", s, "._+-")
 }
@@ -102,7 +102,7 @@ func bidiOverride(r rune) bool {
 
 func validDigestText(what, s string) error {
 	if _, err := blob.ParseDigest(s); err != nil {
-		return errorf(ErrInvalidArgument, "%s %s is not a digest of the form sha256:<64 lower-case hex digits>", what, quoteInput(s))
+		return errorf(ErrInvalidArgument, "%s %s is not a digest of the form sha256:<64 lower-case hex digits>", what, QuoteInput(s))
 	}
 	return nil
 }

@@ -2,9 +2,7 @@ package server
 
 import (
 	"fmt"
-	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -119,31 +117,13 @@ func filesFromPB(files []*registryv1.File) ([]registry.File, error) {
 			bd, berr := blob.ParseDigest(f.GetSha256())
 			if berr != nil {
 				return nil, fmt.Errorf("%w: file %d (%s): sha256 %s: want 64 lower-case hex digits",
-					registry.ErrInvalidArgument, i, quoteCapped(f.GetPath()), quoteCapped(f.GetSha256()))
+					registry.ErrInvalidArgument, i, registry.QuoteInput(f.GetPath()), registry.QuoteInput(f.GetSha256()))
 			}
 			d = signing.Digest(bd)
 		}
 		out[i] = registry.File{Path: f.GetPath(), Size: f.GetSize(), Digest: d}
 	}
 	return out, nil
-}
-
-// maxQuotedBytes is how much of a caller's text an error message quotes.
-const maxQuotedBytes = 64
-
-// quoteCapped quotes caller text for an error message: whole if short, else
-// its first maxQuotedBytes (cut on a rune boundary) and its length, so that
-// a multi-megabyte input does not come back whole in the error, the
-// response and the logs.
-func quoteCapped(s string) string {
-	if len(s) <= maxQuotedBytes {
-		return strconv.Quote(s)
-	}
-	cut := maxQuotedBytes
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%q…(%d bytes)", s[:cut], len(s))
 }
 
 func aliasPB(a registry.Alias) *registryv1.Alias {
