@@ -26,7 +26,14 @@ type Error struct {
 	// it received differ from the declared digest or size; errors.Is(err,
 	// blob.ErrDigestMismatch) and blob.ErrSizeMismatch see it.
 	Mismatch *blob.MismatchError
+	// RetryAfter is the server's Retry-After (seconds form), if it sent
+	// one; retries wait at least that long (capped at maxRetryAfter).
+	RetryAfter time.Duration
 }
+
+// maxRetryAfter caps how long one wait for a busy server may be, whatever
+// its Retry-After says.
+const maxRetryAfter = 30 * time.Second
 
 func (e *Error) Error() string {
 	if e.Message == "" {
@@ -111,6 +118,9 @@ func (c *Client) do(req *http.Request, want ...int) (*http.Response, error) {
 	if e.Code == "" {
 		e.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", "_"))
 	}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = min(time.Duration(secs)*time.Second, maxRetryAfter)
+	}
 	return resp, e
 }
 
@@ -132,8 +142,15 @@ func retryable(err error) bool {
 	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
-func backoff(ctx context.Context, attempt int) error {
+// backoff waits before another attempt: doubling from 200 ms to 3.2 s,
+// and at least what the server's Retry-After asked for (a busy server's
+// 429 or 503), so that retries do not come back sooner than told.
+func backoff(ctx context.Context, attempt int, cause error) error {
 	d := time.Duration(1<<min(attempt, 5)) * 100 * time.Millisecond
+	var e *Error
+	if errors.As(cause, &e) && e.RetryAfter > d {
+		d = e.RetryAfter
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -273,8 +290,8 @@ func (c *Client) putWhole(ctx context.Context, f *os.File, d blob.Digest, size i
 		if !retryable(err) || attempt+1 >= c.retries() {
 			return err
 		}
-		if err := backoff(ctx, attempt); err != nil {
-			return err
+		if berr := backoff(ctx, attempt, err); berr != nil {
+			return berr
 		}
 	}
 }
@@ -326,7 +343,7 @@ func (c *Client) putResumable(ctx context.Context, f *os.File, d blob.Digest, si
 		if failures >= c.retries() {
 			return fmt.Errorf("sending bytes at offset %d: giving up after %d attempts: %w", off, failures, err)
 		}
-		if berr := backoff(ctx, failures); berr != nil {
+		if berr := backoff(ctx, failures, err); berr != nil {
 			return berr
 		}
 		n, serr := c.uploadOffset(ctx, loc)
@@ -355,8 +372,8 @@ func (c *Client) putResumable(ctx context.Context, f *os.File, d blob.Digest, si
 		if !retryable(err) || attempt+1 >= c.retries() {
 			return fmt.Errorf("committing upload: %w", err)
 		}
-		if err := backoff(ctx, attempt); err != nil {
-			return err
+		if berr := backoff(ctx, attempt, err); berr != nil {
+			return berr
 		}
 		// A commit whose answer was lost may have succeeded.
 		if n, err := c.Stat(ctx, d); err == nil && n == size {
@@ -466,7 +483,7 @@ func (c *Client) download(ctx context.Context, d blob.Digest, limit int64, exact
 		if failures >= c.retries() {
 			return done, fmt.Errorf("downloading blob %s: giving up at byte %d after %d attempts: %w", d, done, failures, err)
 		}
-		if berr := backoff(ctx, failures); berr != nil {
+		if berr := backoff(ctx, failures, err); berr != nil {
 			return done, berr
 		}
 	}

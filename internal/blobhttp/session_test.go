@@ -3,9 +3,11 @@ package blobhttp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -327,5 +329,40 @@ func TestDownloadLimitPerPrincipal(t *testing.T) {
 			t.Fatalf("%d principals still counted after every download ended", n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestBackoffHonoursRetryAfter: a retry waits at least what the server's
+// Retry-After asked (capped), not just the client's own short backoff.
+func TestBackoffHonoursRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"2", 2 * time.Second},
+		{"3600", maxRetryAfter},
+		{"", 0},
+		{"soon", 0},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if tc.header != "" {
+				w.Header().Set("Retry-After", tc.header)
+			}
+			writeError(w, r, http.StatusTooManyRequests, "resource_exhausted", "busy")
+		}))
+		c := &Client{BaseURL: srv.URL, HTTP: srv.Client()}
+		req, _ := c.newRequest(context.Background(), http.MethodGet, "/v1/blobs/x", nil)
+		_, err := c.do(req, http.StatusOK)
+		srv.Close()
+		var e *Error
+		if !errors.As(err, &e) || e.RetryAfter != tc.want {
+			t.Errorf("Retry-After %q: got %v, want RetryAfter %v", tc.header, err, tc.want)
+		}
+	}
+	// The wait is the larger of the two: cancelled before Retry-After.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := backoff(ctx, 0, &Error{StatusCode: http.StatusTooManyRequests, RetryAfter: time.Minute}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("backoff with Retry-After 1m returned %v before the context ended", err)
 	}
 }
