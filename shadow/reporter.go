@@ -13,9 +13,9 @@ import (
 // return nil only once the registry has durably accepted the batch, and MUST
 // return soon after ctx is done: the Agent bounds every attempt with
 // AgentConfig.DeliveryTimeout through ctx. A Reporter is free to fail; the
-// Agent resends the same batch. A registry that has already accepted the
-// batch answers the resend with ErrReplay, which the Agent takes as
-// delivered. A Reporter whose registry refused the batch itself (not the
+// Agent resends the same batch, unless the error wraps ErrRefused. A
+// registry that has already accepted the batch answers the resend with
+// ErrReplay, which the Agent takes as delivered. A Reporter whose registry refused the batch itself (not the
 // caller's credentials, not a failure to reach it), so that sending the same
 // bytes again cannot succeed, should say so with an error wrapping
 // ErrRefused.
@@ -24,8 +24,10 @@ type Reporter interface {
 }
 
 // ErrRefused marks a Reporter error for a batch the registry refused for
-// good: resending the same bytes gets the same answer. A relay of kept
-// batches sets such a batch aside rather than retrying it.
+// good: resending the same bytes gets the same answer. The Agent, like a
+// relay of kept batches, gives such a batch up rather than retrying it, so
+// that one bad batch does not hold back every later one; keeping its bytes
+// for an operator is the Reporter's business.
 var ErrRefused = errors.New("evidence batch refused by the registry")
 
 // DefaultDeliveryTimeout bounds one delivery attempt when
@@ -59,6 +61,11 @@ type AgentConfig struct {
 //     resends that same batch (same sequence, same id, same bytes).
 //   - Evidence gathered meanwhile stays in the Aggregator and goes into the
 //     next batch, so nothing is lost and nothing is counted twice.
+//   - A batch the Reporter says is refused for good (ErrRefused) is given
+//     up, and the next flush goes on with later batches. Its evidence is
+//     neither resent under another sequence (the refusal may be wrong, and
+//     the registry may yet count the original) nor counted as delivered:
+//     it is set apart (Refused, AgentStatus.Refused).
 //   - No delivery attempt outlasts AgentConfig.DeliveryTimeout, and none
 //     holds up Status, Delivered, Undelivered or the Aggregator: only
 //     flushes wait for each other.
@@ -79,9 +86,13 @@ type Agent struct {
 	start   time.Time
 	// delivered is everything acknowledged so far, for local display.
 	delivered *Evidence
-	sent      uint64 // batches acknowledged
-	failures  uint64 // failed deliveries
-	lastErr   error
+	// refused is the evidence of batches the registry refused for good:
+	// kept apart from delivered and from the aggregator, never resent.
+	refused  *Evidence
+	sent     uint64 // batches acknowledged
+	refusedN uint64 // batches refused for good
+	failures uint64 // failed deliveries, to be retried
+	lastErr  error
 }
 
 // outstanding is a signed batch not yet acknowledged, with its evidence as
@@ -118,13 +129,15 @@ func NewAgent(agg *Aggregator, cfg AgentConfig) (*Agent, error) {
 	if cfg.FirstSequence == 0 {
 		cfg.FirstSequence = uint64(cfg.Now().UnixMicro())
 	}
-	return &Agent{cfg: cfg, agg: agg, next: cfg.FirstSequence, start: cfg.Now(), delivered: NewEvidence(agg.Comparator())}, nil
+	return &Agent{cfg: cfg, agg: agg, next: cfg.FirstSequence, start: cfg.Now(),
+		delivered: NewEvidence(agg.Comparator()), refused: NewEvidence(agg.Comparator())}, nil
 }
 
 // AgentStatus is what an agent has done so far.
 type AgentStatus struct {
 	Delivered   uint64 // batches acknowledged
-	Failures    uint64 // failed delivery attempts
+	Refused     uint64 // batches the registry refused for good, given up
+	Failures    uint64 // failed delivery attempts, retried
 	Outstanding string // id of the batch awaiting delivery, "" if none
 	LastError   error
 }
@@ -133,7 +146,7 @@ type AgentStatus struct {
 func (a *Agent) Status() AgentStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := AgentStatus{Delivered: a.sent, Failures: a.failures, LastError: a.lastErr}
+	st := AgentStatus{Delivered: a.sent, Refused: a.refusedN, Failures: a.failures, LastError: a.lastErr}
 	if len(a.pending) > 0 {
 		st.Outstanding = a.pending[0].id
 	}
@@ -147,12 +160,21 @@ func (a *Agent) Delivered() *Evidence {
 	return a.delivered.Clone()
 }
 
+// Refused returns a copy of the evidence of every batch the registry refused
+// for good. None of it is in Delivered or Undelivered, and none of it is
+// sent again.
+func (a *Agent) Refused() *Evidence {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.refused.Clone()
+}
+
 // Undelivered returns a copy of all evidence gathered that the registry has
-// not acknowledged: the outstanding batch (and any batch Keep cut) plus what
-// the aggregator holds. Once no flush is running (after Run or Drain has
-// returned), Delivered and Undelivered are disjoint and together hold every
-// observation recorded; while one runs, a batch acknowledged between the two
-// calls would appear in both.
+// not acknowledged and may still get: the outstanding batch (and any batch
+// Keep cut) plus what the aggregator holds. Once no flush is running (after
+// Run or Drain has returned), Delivered, Undelivered and Refused are
+// disjoint and together hold every observation recorded; while one runs, a
+// batch acknowledged or refused between the calls would appear twice.
 func (a *Agent) Undelivered() *Evidence {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -194,9 +216,10 @@ func (a *Agent) cut() (bool, error) {
 
 // Flush delivers the outstanding batch if there is one, otherwise cuts a new
 // batch from the aggregator (nothing is sent when it is empty). It returns
-// the delivery error, if any; the batch then stays outstanding. An attempt
-// that has not finished after AgentConfig.DeliveryTimeout is abandoned and
-// counted as a failure.
+// the delivery error, if any; the batch then stays outstanding, unless the
+// error wraps ErrRefused: the batch is then given up (see Agent) and the
+// next Flush goes on with the next one. An attempt that has not finished
+// after AgentConfig.DeliveryTimeout is abandoned and counted as a failure.
 func (a *Agent) Flush(ctx context.Context) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
@@ -216,16 +239,25 @@ func (a *Agent) Flush(ctx context.Context) error {
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err != nil && !errors.Is(err, ErrReplay) {
+	switch {
+	case err == nil || errors.Is(err, ErrReplay):
+		_ = a.delivered.Merge(p.ev)
+		a.pending = a.pending[1:]
+		a.sent++
+		a.lastErr = nil
+		return nil
+	case errors.Is(err, ErrRefused):
+		// Merges cannot fail: see Undelivered.
+		_ = a.refused.Merge(p.ev)
+		a.pending = a.pending[1:]
+		a.refusedN++
+		a.lastErr = err
+		return fmt.Errorf("batch %s refused for good, not resent: %w", p.id, err)
+	default:
 		a.failures++
 		a.lastErr = err
 		return fmt.Errorf("delivering batch %s: %w", p.id, err)
 	}
-	_ = a.delivered.Merge(p.ev)
-	a.pending = a.pending[1:]
-	a.sent++
-	a.lastErr = nil
-	return nil
 }
 
 // Keep hands every batch the registry has not acknowledged to r, oldest
@@ -258,7 +290,8 @@ func (a *Agent) Keep(ctx context.Context, r Reporter) error {
 
 // Run flushes every interval until ctx is done, then makes a final attempt
 // to deliver everything within grace, and returns the last delivery error
-// (nil when everything gathered was delivered).
+// (nil when everything gathered was delivered or refused for good: see
+// Refused).
 func (a *Agent) Run(ctx context.Context, interval, grace time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -273,13 +306,14 @@ func (a *Agent) Run(ctx context.Context, interval, grace time.Duration) error {
 }
 
 // Drain flushes until the aggregator is empty and nothing is outstanding, or
-// until timeout passes.
+// until timeout passes. A refused batch does not stop it: it goes on at
+// once with the next.
 func (a *Agent) Drain(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		err := a.Flush(ctx)
-		if err == nil {
+		if err == nil || errors.Is(err, ErrRefused) {
 			a.mu.Lock()
 			done := len(a.pending) == 0 && a.agg.Peek().Empty()
 			a.mu.Unlock()

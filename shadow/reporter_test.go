@@ -3,6 +3,7 @@ package shadow
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -222,5 +223,119 @@ func TestNewAgentRefusesNegativeDeliveryTimeout(t *testing.T) {
 	_, err := NewAgent(agg, AgentConfig{DeploymentID: "d", AgentID: "a", Key: priv, Reporter: &fakeRegistry{}, DeliveryTimeout: -time.Second})
 	if err == nil {
 		t.Fatal("negative delivery timeout: got no error")
+	}
+}
+
+// refusingRegistry is a fakeRegistry that refuses for good every batch whose
+// sequence refuse picks, as a registry that finds the batch itself at fault
+// would, and counts the attempts at each refused sequence.
+type refusingRegistry struct {
+	fakeRegistry
+	refuse   func(seq uint64) bool
+	attempts map[uint64]int
+}
+
+func (f *refusingRegistry) Deliver(ctx context.Context, sb *SignedBatch) error {
+	h, err := PeekBatch(sb.Payload)
+	if err != nil {
+		return err
+	}
+	if f.refuse(h.Sequence) {
+		f.attempts[h.Sequence]++
+		return fmt.Errorf("invalid_argument: batch %d is malformed: %w", h.Sequence, ErrRefused)
+	}
+	return f.fakeRegistry.Deliver(ctx, sb)
+}
+
+// A batch refused for good is tried once and given up; later batches are
+// delivered, and its evidence is neither delivered, nor resent in another
+// batch, nor lost from the agent's account. An outage is still retried.
+func TestAgentGivesUpRefusedBatchAndGoesOn(t *testing.T) {
+	pub, priv := testKey(t, 1)
+	c := mustComparator(t, ComparatorConfig{Labels: []string{"malignant", "benign"}})
+	agg := NewAggregator(c)
+	delivered, refused := NewAggregator(c), NewAggregator(c) // what each should hold
+	reg := &refusingRegistry{fakeRegistry: fakeRegistry{pub: pub}, refuse: func(seq uint64) bool { return seq == 4 }, attempts: map[uint64]int{}}
+	a, err := NewAgent(agg, AgentConfig{DeploymentID: "shd_demo", AgentID: "agent-1", Key: priv, Reporter: reg, FirstSequence: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	ctx := context.Background()
+	// Period p's evidence is batch p+1 until the outage (periods 8-10).
+	for period := 0; period < 20; period++ {
+		reg.set(period >= 8 && period < 11, 0)
+		want := delivered
+		if period == 3 {
+			want = refused
+		}
+		for _, o := range randomObservations(r, 40, false) {
+			_ = agg.Record(o)
+			_ = want.Record(o)
+		}
+		err := a.Flush(ctx)
+		switch {
+		case period == 3:
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("period 3: Flush returned %v, want the refusal", err)
+			}
+			if st := a.Status(); st.Outstanding != "" || st.Refused != 1 || !errors.Is(st.LastError, ErrRefused) {
+				t.Fatalf("after the refusal: status %+v, want nothing outstanding, 1 refused, the refusal as last error", st)
+			}
+		case period >= 8 && period < 11:
+			if err == nil || errors.Is(err, ErrRefused) {
+				t.Fatalf("period %d, registry down: Flush returned %v, want a failure to retry", period, err)
+			}
+			if st := a.Status(); st.Outstanding == "" {
+				t.Fatalf("period %d, registry down: the batch was given up: %+v", period, st)
+			}
+		case err != nil:
+			t.Fatalf("period %d: Flush returned %v", period, err)
+		}
+	}
+	if err := a.Drain(ctx, 5*time.Second); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if reg.attempts[4] != 1 || len(reg.attempts) != 1 {
+		t.Fatalf("refused attempts by sequence %v, want batch 4 tried once", reg.attempts)
+	}
+	want := summaryJSON(t, delivered.Peek())
+	if got := summaryJSON(t, reg.merged); got != want {
+		t.Fatalf("registry evidence is not everything recorded but the refused batch:\n got %s\nwant %s", got, want)
+	}
+	if got := summaryJSON(t, a.Delivered()); got != want {
+		t.Fatalf("agent's delivered evidence differs from the registry's:\n got %s\nwant %s", got, want)
+	}
+	if got, want := summaryJSON(t, a.Refused()), summaryJSON(t, refused.Peek()); got != want {
+		t.Fatalf("refused evidence is not the refused batch's:\n got %s\nwant %s", got, want)
+	}
+	if left := a.Undelivered(); !left.Empty() {
+		t.Fatalf("undelivered after a full drain: %d requests", requests(left))
+	}
+	seen := map[string]bool{}
+	for _, id := range reg.ids {
+		if seen[id] {
+			t.Fatalf("batch %s accepted twice", id)
+		}
+		seen[id] = true
+	}
+	if st := a.Status(); st.Refused != 1 || st.Failures != 3 || st.Delivered != uint64(len(reg.ids)) || st.LastError != nil {
+		t.Fatalf("status %+v: want 1 refused, 3 failures, %d delivered, no error", st, len(reg.ids))
+	}
+
+	// A refusal while draining does not hold the drain up either.
+	reg.refuse = func(uint64) bool { return true }
+	for _, o := range randomObservations(r, 40, false) {
+		_ = agg.Record(o)
+		_ = refused.Record(o)
+	}
+	if err := a.Drain(ctx, 5*time.Second); err != nil {
+		t.Fatalf("Drain of a batch the registry refuses: %v", err)
+	}
+	if got, want := summaryJSON(t, a.Refused()), summaryJSON(t, refused.Peek()); got != want || a.Status().Refused != 2 || !a.Undelivered().Empty() {
+		t.Fatalf("after a refusal in Drain: refused %s (want %s), status %+v, undelivered %d requests", got, want, a.Status(), requests(a.Undelivered()))
+	}
+	if got := summaryJSON(t, reg.merged); got != summaryJSON(t, delivered.Peek()) {
+		t.Fatal("the registry's evidence changed after a refusal")
 	}
 }

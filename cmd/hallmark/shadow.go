@@ -49,7 +49,7 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 	registry := fs.String("registry", "", "registry URL to report evidence to")
 	registryToken := fs.String("registry-token", "", "bearer token for the registry (default $HALLMARK_TOKEN)")
 	registryCA := fs.String("registry-tls-ca", "", "with an https:// --registry: PEM file of the CA that signed its certificate, trusted instead of the system's CAs (default $HALLMARK_TLS_CA)")
-	evidenceDir := fs.String("evidence-dir", "", "keep signed evidence batches in this directory: with --registry, until the registry acknowledges them (batches kept by an earlier run are relayed first); without, all of them")
+	evidenceDir := fs.String("evidence-dir", "", "keep signed evidence batches in this directory: with --registry, until the registry acknowledges them (batches kept by an earlier run are relayed first; a batch the registry refuses for good is renamed *.refused and later ones go on); without, all of them")
 	queue := fs.Int("queue", 1024, "mirror queue size; a full queue drops copies (counted)")
 	workers := fs.Int("workers", 64, "concurrent shadow requests (fewer workers than concurrent callers drop copies even for a fast shadow)")
 	timeout := fs.Duration("timeout", 5*time.Second, "shadow request timeout")
@@ -194,6 +194,10 @@ func runShadowProxy(ctx context.Context, e *env, args []string) error {
 		total = agent.Delivered()
 		left := agent.Undelivered()
 		_ = total.Merge(left)
+		if ref := agent.Refused(); !ref.Empty() {
+			_ = total.Merge(ref)
+			fmt.Fprintf(e.stderr, "evidence of %d requests in %d batches was refused by the registry for good and is not counted there (each refusal was printed above)\n", evidenceRequests(ref), agent.Status().Refused)
+		}
 		keepUndelivered(ctx, e, agent, left, *registry, *evidenceDir)
 	} else {
 		total = agg.Take()

@@ -100,12 +100,20 @@ func nextSequence(kept []keptBatch, now time.Time) uint64 {
 // setAside renames path to path.refused and says why; if even that fails,
 // the file stays where it is and the failure is said too.
 func setAside(w io.Writer, path, why string) bool {
-	if err := os.Rename(path, path+refusedSuffix); err != nil {
+	if err := moveAside(path); err != nil {
 		fmt.Fprintf(w, "%s %s; setting it aside failed, it stays: %v\n", path, why, err)
 		return false
 	}
 	fmt.Fprintf(w, "%s %s; moved to %s\n", path, why, path+refusedSuffix)
 	return true
+}
+
+// moveAside renames path to path.refused, where neither the relay nor the
+// spool touches it again: it stays for an operator. The live agent's spool
+// (spoolReporter) and the relay share it so that a refused batch ends up
+// under the same name whichever of them met the refusal.
+func moveAside(path string) error {
+	return os.Rename(path, path+refusedSuffix)
 }
 
 // relayKept delivers kept batches to r in the order given, one at a time:

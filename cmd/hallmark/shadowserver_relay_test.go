@@ -286,3 +286,112 @@ func TestConnectReporterMarksRefusals(t *testing.T) {
 		t.Fatalf("refusedError: %v", err)
 	}
 }
+
+// scriptedRemote is a registry client for the spool: it refuses one sequence
+// for good, fails every batch while down, and otherwise accepts, counting
+// the requests accepted.
+type scriptedRemote struct {
+	refuse   uint64
+	down     bool
+	requests uint64
+	accepted []uint64
+}
+
+func (r *scriptedRemote) Deliver(_ context.Context, sb *shadow.SignedBatch) error {
+	b, err := shadow.DecodeBatch(sb.Payload)
+	if err != nil {
+		return err
+	}
+	switch {
+	case r.down:
+		return errors.New("reporting evidence to the registry: unavailable: registry down")
+	case b.Sequence == r.refuse:
+		return refusedError{errors.New("reporting evidence to the registry: invalid_argument: batch evidence is inconsistent")}
+	}
+	r.requests += evidenceRequests(b.Evidence)
+	r.accepted = append(r.accepted, b.Sequence)
+	return nil
+}
+
+// The live agent behind the spool gives up a batch the registry refuses for
+// good: its file is renamed *.refused at once, the refusal is printed with
+// the batch's sequence, and later batches are delivered. An outage is still
+// retried, its batch kept as a file until acknowledged.
+func TestShadowSpoolSetsRefusedBatchAsideAndGoesOn(t *testing.T) {
+	dir := t.TempDir()
+	remote := &scriptedRemote{refuse: 2}
+	var log syncBuffer
+	cmp, err := shadow.NewComparator(shadow.ComparatorConfig{Kind: shadow.KindLabel, Pointer: "/label"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agg := shadow.NewAggregator(cmp)
+	_, key, _ := ed25519.GenerateKey(nil)
+	agent, err := shadow.NewAgent(agg, shadow.AgentConfig{DeploymentID: "shd_spool", AgentID: "shd_spool", Key: key, FirstSequence: 1,
+		Reporter: &loggingReporter{inner: spoolReporter{dir: dirReporter(dir), remote: remote}, w: &log}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(n int) {
+		for range n {
+			_ = agg.Record(shadow.Observation{Outcome: shadow.OutcomeDropped})
+		}
+	}
+	ctx := context.Background()
+	record(2)
+	if err := agent.Flush(ctx); err != nil { // batch 1: delivered
+		t.Fatalf("batch 1: %v", err)
+	}
+	record(3)
+	if err := agent.Flush(ctx); !errors.Is(err, shadow.ErrRefused) { // batch 2: refused
+		t.Fatalf("batch 2: Flush returned %v, want the refusal", err)
+	}
+	remote.down = true
+	record(4)
+	if err := agent.Flush(ctx); err == nil || errors.Is(err, shadow.ErrRefused) { // batch 3: cut, not delivered
+		t.Fatalf("batch 3, registry down: Flush returned %v, want a failure to retry", err)
+	}
+	if kept, err := readKept(io.Discard, dir, "shd_spool", "shd_spool"); err != nil || len(kept) != 1 || kept[0].header.Sequence != 3 || kept[0].requests != 4 {
+		t.Fatalf("during the outage %s holds batches %+v (%v), want only batch 3 with 4 requests", dir, kept, err)
+	}
+	remote.down = false
+	record(5)
+	if err := agent.Drain(ctx, 5*time.Second); err != nil { // batch 3 resent, batch 4 cut and delivered
+		t.Fatalf("Drain: %v", err)
+	}
+
+	if remote.requests != 11 || len(remote.accepted) != 3 || remote.accepted[1] != 3 || remote.accepted[2] != 4 {
+		t.Fatalf("registry accepted batches %v holding %d requests, want 1, 3, 4 holding 11", remote.accepted, remote.requests)
+	}
+	if d, u, r := evidenceRequests(agent.Delivered()), evidenceRequests(agent.Undelivered()), evidenceRequests(agent.Refused()); d != 11 || u != 0 || r != 3 {
+		t.Fatalf("agent: delivered %d, undelivered %d, refused %d requests; want 11, 0, 3", d, u, r)
+	}
+	if st := agent.Status(); st.Refused != 1 || st.Delivered != 3 || st.Failures != 1 {
+		t.Fatalf("agent status %+v: want 1 refused, 3 delivered, 1 failure", st)
+	}
+	refusedID := (&shadow.Batch{DeploymentID: "shd_spool", AgentID: "shd_spool", Sequence: 2}).ID()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "00000000000000000002-" + refusedID + keptSuffix + refusedSuffix
+	if len(entries) != 1 || entries[0].Name() != want {
+		t.Fatalf("%s holds %v, want only %s", dir, entries, want)
+	}
+	// The set-aside file is the refused batch itself, for an operator.
+	k, err := readKeptFile(filepath.Join(dir, want))
+	if err != nil || k.header.Sequence != 2 || k.requests != 3 {
+		t.Fatalf("%s: %+v, %v; want batch 2 with 3 requests", want, k.header, err)
+	}
+	out := log.String()
+	for _, msg := range []string{
+		"evidence batch " + refusedID + " (sequence 2, 3 requests) refused by the registry for good; not resent, later batches go on",
+		"invalid_argument: batch evidence is inconsistent; kept as " + filepath.Join(dir, want),
+		"evidence not delivered, retrying at every flush: reporting evidence to the registry: unavailable",
+		"evidence delivered again",
+	} {
+		if !strings.Contains(out, msg) {
+			t.Errorf("log lacks %q:\n%s", msg, out)
+		}
+	}
+}

@@ -20,8 +20,9 @@ import (
 // connectReporter delivers signed evidence batches to the registry's
 // ShadowService.ReportEvidence. The registry answers a resend of a batch it
 // already accepted with success (duplicate), which is what shadow.Agent
-// needs: it never counts a batch twice, and every other refusal is an error
-// the agent retries and reports.
+// needs: it never counts a batch twice. A refusal of the batch itself is
+// final (shadow.ErrRefused): the agent gives that batch up and goes on with
+// the next. Every other error is one the agent retries.
 type connectReporter struct {
 	client     shadowv1connect.ShadowServiceClient
 	deployment string
@@ -76,7 +77,10 @@ func (e refusedError) Unwrap() []error { return []error{e.err, shadow.ErrRefused
 // registry acknowledges it: the file is written (and synced) before the
 // first attempt, so that a crash loses no cut batch, and removed once the
 // registry has the batch, so that the directory holds exactly the batches
-// the registry may lack. A restarted proxy relays them (relayKept).
+// the registry may lack. A restarted proxy relays them (relayKept). A batch
+// the registry refuses for good is renamed *.refused at once, as the relay
+// would: the agent gives it up, and its bytes stay for an operator, out of
+// the relay's way.
 type spoolReporter struct {
 	dir    dirReporter
 	remote shadow.Reporter
@@ -88,6 +92,14 @@ func (s spoolReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) error
 		return err
 	}
 	if err := s.remote.Deliver(ctx, b); err != nil && !errors.Is(err, shadow.ErrReplay) {
+		if errors.Is(err, shadow.ErrRefused) {
+			if merr := moveAside(name); merr != nil {
+				// Left as a batch, it is relayed at the next start, refused
+				// again and set aside then.
+				return fmt.Errorf("%w; setting %s aside failed, it stays: %v", err, name, merr)
+			}
+			return fmt.Errorf("%w; kept as %s", err, name+refusedSuffix)
+		}
 		return err
 	}
 	// A file that cannot be removed is harmless: relayed at the next start,
@@ -155,8 +167,11 @@ func shadowReporter(e *env, registryURL, token, registryCA, evidenceDir, deploym
 // again. shadow.Agent retries a failed batch on every flush and keeps the
 // error to itself until the proxy exits, so without this a proxy whose every
 // batch is refused (a revoked token, a stopped deployment) looks healthy.
-// It prints once per distinct error, not once per retry. Deliver is called
-// by one agent at a time, so it needs no lock.
+// It prints once per distinct error, not once per retry; but every batch
+// refused for good is printed, with its sequence and what it held, since
+// the agent gives it up and, without --evidence-dir, this line is all that
+// is left of it. Deliver is called by one agent at a time, so it needs no
+// lock.
 type loggingReporter struct {
 	inner  shadow.Reporter
 	w      io.Writer
@@ -168,6 +183,8 @@ func (r *loggingReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) er
 	switch {
 	case errors.Is(err, shadow.ErrReplay):
 		// The agent counts this as delivered.
+	case errors.Is(err, shadow.ErrRefused):
+		fmt.Fprintf(r.w, "evidence batch %s refused by the registry for good; not resent, later batches go on: %v\n", describeBatch(b), err)
 	case err != nil && err.Error() != r.failed:
 		r.failed = err.Error()
 		fmt.Fprintf(r.w, "evidence not delivered, retrying at every flush: %v\n", err)
@@ -176,4 +193,18 @@ func (r *loggingReporter) Deliver(ctx context.Context, b *shadow.SignedBatch) er
 		fmt.Fprintln(r.w, "evidence delivered again")
 	}
 	return err
+}
+
+// describeBatch names a batch for the operator: its id, sequence and the
+// requests it holds, as far as its payload can be read.
+func describeBatch(b *shadow.SignedBatch) string {
+	h, err := shadow.PeekBatch(b.Payload)
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	desc := fmt.Sprintf("%s (sequence %d", h.ID(), h.Sequence)
+	if d, err := shadow.DecodeBatch(b.Payload); err == nil {
+		desc += fmt.Sprintf(", %d requests", evidenceRequests(d.Evidence))
+	}
+	return desc + ")"
 }
