@@ -84,9 +84,6 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	// Decide about blobs.
 	var doomed []Digest
 	err := s.scan(ctx, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
-		if s.closed.Load() {
-			return ErrClosed
-		}
 		d := Digest(key[1:])
 		return item.Value(func(v []byte) error {
 			rec, err := decodeBlobRecord(d, v)
@@ -149,10 +146,7 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	// Chunks written after the snapshot are pinned, hence in gcSeen.
 	marked := make(map[Digest]struct{})
 	err = s.db.View(func(txn *badger.Txn) error {
-		err := scanTxn(ctx, txn, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
-			if s.closed.Load() {
-				return ErrClosed
-			}
+		err := s.scanTxn(ctx, txn, []byte{kindBlob}, func(key []byte, item *badger.Item) error {
 			d := Digest(key[1:])
 			return item.Value(func(v []byte) error {
 				rec, err := decodeBlobRecord(d, v)
@@ -171,10 +165,7 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 		if err != nil {
 			return err
 		}
-		return scanTxn(ctx, txn, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
-			if s.closed.Load() {
-				return ErrClosed
-			}
+		return s.scanTxn(ctx, txn, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
 			id := string(key[1:])
 			return item.Value(func(v []byte) error {
 				rec, err := decodeUploadRecord(id, v)
@@ -232,9 +223,6 @@ func (s *Store) Collect(ctx context.Context, isReferenced func(Digest) bool, gra
 	}
 	var candidates []Digest
 	err = s.scanKeys(ctx, []byte{kindChunk}, func(key []byte) error {
-		if s.closed.Load() {
-			return ErrClosed
-		}
 		d := Digest(key[1:])
 		if _, ok := marked[d]; !ok {
 			candidates = append(candidates, d)
@@ -302,9 +290,6 @@ var (
 func (s *Store) expireUploads(ctx context.Context, now time.Time, st *CollectStats) error {
 	var expired []string
 	err := s.scan(ctx, []byte{kindUpload}, func(key []byte, item *badger.Item) error {
-		if s.closed.Load() {
-			return ErrClosed
-		}
 		id := string(key[1:])
 		return item.Value(func(v []byte) error {
 			rec, err := decodeUploadRecord(id, v)
@@ -336,11 +321,11 @@ func (s *Store) expireUploads(ctx context.Context, now time.Time, st *CollectSta
 
 // scan calls fn for every key with prefix, values included.
 func (s *Store) scan(ctx context.Context, prefix []byte, fn func(key []byte, item *badger.Item) error) error {
-	return s.db.View(func(txn *badger.Txn) error { return scanTxn(ctx, txn, prefix, fn) })
+	return s.db.View(func(txn *badger.Txn) error { return s.scanTxn(ctx, txn, prefix, fn) })
 }
 
 // scanTxn is scan inside txn, so that several scans can share one snapshot.
-func scanTxn(ctx context.Context, txn *badger.Txn, prefix []byte, fn func(key []byte, item *badger.Item) error) error {
+func (s *Store) scanTxn(ctx context.Context, txn *badger.Txn, prefix []byte, fn func(key []byte, item *badger.Item) error) error {
 	o := badger.DefaultIteratorOptions
 	o.Prefix = prefix
 	o.PrefetchValues = false
@@ -349,6 +334,11 @@ func scanTxn(ctx context.Context, txn *badger.Txn, prefix []byte, fn func(key []
 	for it.Rewind(); it.Valid(); it.Next() {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		// Collection stops at once when the store is closing (Close waits
+		// for it), whichever scan it is in.
+		if s.closed.Load() {
+			return ErrClosed
 		}
 		item := it.Item()
 		if err := fn(item.KeyCopy(nil), item); err != nil {
