@@ -81,7 +81,7 @@ func Rebuild(ctx context.Context, log *ledger.Log, blobs *blob.Store) (RebuildSt
 	}
 	var st RebuildStats
 	err := log.RebuildState(ctx, func(tx *ledger.Tx, index uint64, entry []byte) error {
-		out, _, err := p.apply(ctx, tx, index, entry)
+		out, _, err := p.apply(ctx, tx, index, entry, false)
 		if err != nil {
 			return err
 		}
@@ -153,7 +153,7 @@ func (r *Registry) CompareRebuild(ctx context.Context) error {
 		mem := memState{}
 		size := tx.NextIndex()
 		err := r.log.Entries(ctx, 0, size, func(i uint64, e []byte) error {
-			_, _, err := r.proj.apply(ctx, mem, i, e)
+			_, _, err := r.proj.apply(ctx, mem, i, e, false)
 			return err
 		})
 		if err != nil {

@@ -49,15 +49,15 @@ func FuzzApplyPromotion(f *testing.F) {
 	p := &projector{}
 	base := memState{}
 	for i, b := range prefix {
-		if _, _, err := p.apply(ctx, base, uint64(i), b); err != nil {
+		if _, _, err := p.apply(ctx, base, uint64(i), b, false); err != nil {
 			f.Fatalf("seeding state with entry %d: %v", i, err)
 		}
 	}
 	n := uint64(len(prefix))
 	f.Fuzz(func(t *testing.T, entry []byte) {
 		a, b := clone(base), clone(base)
-		outA, reasonA, errA := p.apply(ctx, a, n, entry)
-		outB, reasonB, errB := p.apply(ctx, b, n, entry)
+		outA, reasonA, errA := p.apply(ctx, a, n, entry, false)
+		outB, reasonB, errB := p.apply(ctx, b, n, entry, false)
 		if outA != outB || reasonA != reasonB || (errA == nil) != (errB == nil) {
 			t.Fatalf("apply is not deterministic: %v %q %v vs %v %q %v", outA, reasonA, errA, outB, reasonB, errB)
 		}

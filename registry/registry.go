@@ -102,7 +102,7 @@ func (r *Registry) catchUp(ctx context.Context, tx *ledger.Tx) error {
 		if err != nil {
 			return fmt.Errorf("reading entry %d to catch up: %w", i, err)
 		}
-		if _, _, err := r.proj.apply(ctx, tx, i, e); err != nil {
+		if _, _, err := r.proj.apply(ctx, tx, i, e, false); err != nil {
 			return err
 		}
 	}
@@ -118,7 +118,7 @@ func (r *Registry) commit(ctx context.Context, tx *ledger.Tx, entries ...[]byte)
 		if err != nil {
 			return 0, fmt.Errorf("adding entry: %w", err)
 		}
-		out, reason, err := r.proj.apply(ctx, tx, i, e)
+		out, reason, err := r.proj.apply(ctx, tx, i, e, true)
 		if err != nil {
 			return 0, err
 		}

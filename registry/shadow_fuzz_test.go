@@ -33,7 +33,7 @@ func FuzzApplyShadow(f *testing.F) {
 			f.Fatal(err)
 		}
 		if i < prefixSize {
-			if _, _, err := p.apply(ctx, base, i, e); err != nil {
+			if _, _, err := p.apply(ctx, base, i, e, false); err != nil {
 				f.Fatalf("seeding state with entry %d: %v", i, err)
 			}
 			if bytes.Contains(e, []byte(`"hallmark.shadow.`)) {
@@ -48,8 +48,8 @@ func FuzzApplyShadow(f *testing.F) {
 	n := prefixSize
 	f.Fuzz(func(t *testing.T, entry []byte) {
 		a, b := clone(base), clone(base)
-		outA, reasonA, errA := p.apply(ctx, a, n, entry)
-		outB, reasonB, errB := p.apply(ctx, b, n, entry)
+		outA, reasonA, errA := p.apply(ctx, a, n, entry, false)
+		outB, reasonB, errB := p.apply(ctx, b, n, entry, false)
 		if outA != outB || reasonA != reasonB || (errA == nil) != (errB == nil) {
 			t.Fatalf("apply is not deterministic: %v %q %v vs %v %q %v", outA, reasonA, errA, outB, reasonB, errB)
 		}

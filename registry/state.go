@@ -181,12 +181,13 @@ const (
 	outcomeRejected
 )
 
-// apply applies entry (at index) to tx. A non-registry entry is skipped and
+// apply applies entry (at index) to tx; own says the registry has just
+// encoded it in this change. A non-registry entry is skipped and
 // counted; a registry event that contradicts the state is rejected: counted,
 // its index and reason recorded, nothing else written. An error is returned
 // only when the projection cannot continue (unsupported event version,
 // storage failure, unreadable manifest blob).
-func (p *projector) apply(ctx context.Context, tx stateTx, index uint64, entry []byte) (applyOutcome, string, error) {
+func (p *projector) apply(ctx context.Context, tx stateTx, index uint64, entry []byte, own bool) (applyOutcome, string, error) {
 	applied, err := getU64(tx, keyApplied)
 	if err != nil {
 		return 0, "", err
@@ -210,9 +211,14 @@ func (p *projector) apply(ctx context.Context, tx stateTx, index uint64, entry [
 	case err != nil:
 		return outcomeRejected, err.Error(), p.recordRejection(tx, index, err.Error())
 	}
-	if err := checkCanonicalKeys(entry, ev); err != nil {
-		reason := hd.Type + ": " + err.Error()
-		return outcomeRejected, reason, p.recordRejection(tx, index, reason)
+	// The registry's own entries (own: just encoded by encodeEvent in this
+	// change) are that encoding by construction; re-encoding and decoding
+	// them twice more would only slow every write.
+	if !own {
+		if err := checkCanonicalKeys(entry, ev); err != nil {
+			reason := hd.Type + ": " + err.Error()
+			return outcomeRejected, reason, p.recordRejection(tx, index, reason)
+		}
 	}
 	err = p.applyEvent(ctx, tx, index, ev, hd, t)
 	var rej *rejection
