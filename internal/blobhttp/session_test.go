@@ -185,6 +185,25 @@ func (w *heldWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
+// holdDownload starts a GET of path (with the Authorization header auth,
+// if any) whose response writer blocks, and returns once the handler holds
+// its download slot: the writer (close its release to let it finish) and a
+// channel closed when the handler has returned.
+func holdDownload(f *fixture, path, auth string) (*heldWriter, chan struct{}) {
+	w := newHeldWriter()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest(http.MethodGet, path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		f.h.ServeHTTP(w, req)
+	}()
+	<-w.started
+	return w, done
+}
+
 // transportFunc makes a function an http.RoundTripper.
 type transportFunc func(*http.Request) (*http.Response, error)
 
@@ -202,14 +221,7 @@ func TestDownloadLimit(t *testing.T) {
 	}
 	path := "/v1/blobs/" + d.String()
 
-	first := newHeldWriter()
-	firstDone := make(chan struct{})
-	go func() {
-		defer close(firstDone)
-		req, _ := http.NewRequest(http.MethodGet, path, nil)
-		f.h.ServeHTTP(first, req)
-	}()
-	<-first.started // the first download holds the only slot
+	first, firstDone := holdDownload(f, path, "") // holds the only slot
 
 	resp, body := sendRaw(t, f, http.MethodGet, path, nil, nil)
 	wantAPIError(t, resp, body, http.StatusTooManyRequests, "resource_exhausted", "1 downloads already in progress")
@@ -293,15 +305,7 @@ func TestDownloadLimitPerPrincipal(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := "/v1/blobs/" + d.String()
-	first := newHeldWriter()
-	firstDone := make(chan struct{})
-	go func() {
-		defer close(firstDone)
-		req, _ := http.NewRequest(http.MethodGet, path, nil)
-		req.Header.Set("Authorization", "Bearer alice")
-		f.h.ServeHTTP(first, req)
-	}()
-	<-first.started
+	first, firstDone := holdDownload(f, path, "Bearer alice")
 
 	resp, body := sendRaw(t, f, http.MethodGet, path, nil, as("alice"))
 	wantAPIError(t, resp, body, http.StatusTooManyRequests, "resource_exhausted", "1 downloads by this principal already in progress")
