@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hallmark-dev/hallmark/policy/internal/ireval"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -44,7 +45,30 @@ type Options struct {
 	// Decide and Explain, for callers that validated them already (replay
 	// of recorded inputs). Type-checking of the set is never skipped.
 	SkipInputValidation bool
+	// Evaluator chooses how decisions are evaluated; the zero value is
+	// EvaluatorAuto.
+	Evaluator Evaluator
 }
+
+// Evaluator names a way of evaluating the entry point.
+type Evaluator string
+
+const (
+	// EvaluatorAuto runs OPA's plan of the entry point (package
+	// policy/internal/ireval, several times faster) when OPA's planner
+	// accepts the set, and OPA's top-down evaluator otherwise. Tracing
+	// (Explain) always runs top-down.
+	EvaluatorAuto Evaluator = ""
+	// EvaluatorTopDown always uses OPA's top-down evaluator, the reference
+	// the plan is checked against. The offline export verifier replays
+	// every recorded decision with it, so a decision the plan got wrong
+	// would fail verification.
+	EvaluatorTopDown Evaluator = "topdown"
+	// EvaluatorPlan requires the plan: Prepare fails when the planner or
+	// the plan interpreter refuses the set (tests use it to compare the
+	// two).
+	EvaluatorPlan Evaluator = "plan"
+)
 
 // Policy is a compiled, prepared policy set. It is safe for concurrent use.
 type Policy struct {
@@ -53,6 +77,12 @@ type Policy struct {
 	store    storage.Store
 	pq       rego.PreparedEvalQuery
 	opts     Options
+	// plan evaluates the entry point without OPA's top-down evaluator,
+	// over data (data.json as OPA's value); nil when the set runs top-down.
+	plan *ireval.Program
+	data ast.Value
+	// planRefused says why the set runs top-down under EvaluatorAuto.
+	planRefused error
 }
 
 // compiled is the result of compiling a set.
@@ -60,6 +90,7 @@ type compiled struct {
 	compiler *ast.Compiler
 	modules  map[string]*ast.Module
 	store    storage.Store
+	data     map[string]any
 }
 
 // compile parses every module of set as Rego v1, loads its data.json and
@@ -117,7 +148,7 @@ func compile(ctx context.Context, set *Set, printStatements bool) (*compiled, er
 	if c.Failed() {
 		return nil, &CompileError{Problems: astProblems(c.Errors)}
 	}
-	return &compiled{compiler: c, modules: modules, store: store}, nil
+	return &compiled{compiler: c, modules: modules, store: store, data: data}, nil
 }
 
 // parseData parses a set's data.json, which OPA mounts at data and so must
@@ -265,7 +296,63 @@ func Prepare(ctx context.Context, set *Set, opts Options) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", EntryPoint, err)
 	}
-	return &Policy{set: set, compiler: c.compiler, store: c.store, pq: pq, opts: opts}, nil
+	p := &Policy{set: set, compiler: c.compiler, store: c.store, pq: pq, opts: opts}
+	if opts.Evaluator != EvaluatorTopDown {
+		if err := p.preparePlan(ctx, c); err != nil {
+			if opts.Evaluator == EvaluatorPlan {
+				return nil, err
+			}
+			p.plan, p.data, p.planRefused = nil, nil, err
+		}
+	}
+	return p, nil
+}
+
+// planEntryPoint is EntryPoint as the planner names it.
+const planEntryPoint = "hallmark/promotion/decision"
+
+// preparePlan plans the entry point with OPA's planner and prepares the
+// plan for ireval. Test modules are left out: a decision never depends on
+// them, and planning them could only make the planner refuse the set.
+func (p *Policy) preparePlan(ctx context.Context, c *compiled) error {
+	caps, err := Capabilities()
+	if err != nil {
+		return err
+	}
+	modules := make(map[string]string, len(c.modules))
+	for _, f := range p.set.files {
+		if _, ok := c.modules[f.Name]; ok && !strings.HasSuffix(f.Name, "_test.rego") {
+			modules[f.Name] = string(f.Data)
+		}
+	}
+	plan, err := ireval.Plan(ctx, modules, caps, planEntryPoint)
+	if err != nil {
+		return fmt.Errorf("plan %s: %w", EntryPoint, err)
+	}
+	if p.plan, err = ireval.New(plan, planEntryPoint); err != nil {
+		return fmt.Errorf("plan %s: %w", EntryPoint, err)
+	}
+	if p.data, err = ast.InterfaceToValue(c.data); err != nil {
+		return fmt.Errorf("plan %s: data: %w", EntryPoint, err)
+	}
+	if err := ireval.CheckData(p.data); err != nil {
+		return fmt.Errorf("plan %s: %s: %w", EntryPoint, DataFile, err)
+	}
+	return nil
+}
+
+// PlanRefused says why p evaluates top-down although the plan was allowed
+// (nil when it runs the plan, or top-down was asked for): a policy author
+// can see what keeps a set off the fast path.
+func (p *Policy) PlanRefused() error { return p.planRefused }
+
+// Evaluator reports how p evaluates decisions: EvaluatorPlan or
+// EvaluatorTopDown.
+func (p *Policy) Evaluator() Evaluator {
+	if p.plan != nil {
+		return EvaluatorPlan
+	}
+	return EvaluatorTopDown
 }
 
 // Set returns the set p was prepared from.
@@ -427,6 +514,9 @@ func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer
 		stop := context.AfterFunc(ctx, cancel.Cancel)
 		defer stop()
 	}
+	if p.plan != nil && tracer == nil {
+		return p.evalPlan(ctx, in, cancel, &timedOut)
+	}
 	var buf [len(fixedEvalOptions) + 3]rego.EvalOption
 	evalOpts := append(append(buf[:0], fixedEvalOptions[:]...), in.opt, rego.EvalExternalCancel(cancel))
 	if tracer != nil {
@@ -453,6 +543,36 @@ func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer
 	}
 	return toDecision(v)
 }
+
+// evalPlan is eval through the plan; errors read as eval's do.
+func (p *Policy) evalPlan(ctx context.Context, in *Input, cancel topdown.Cancel, timedOut *atomic.Bool) (*Decision, error) {
+	rs, err := p.plan.Eval(ctx, in.v, p.data, cancel)
+	if err != nil {
+		if topdown.IsCancel(err) {
+			if timedOut.Load() {
+				return nil, fmt.Errorf("evaluate %s: %w (%v)", EntryPoint, ErrTimeout, p.opts.Timeout)
+			}
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, cerr)
+			}
+		}
+		return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
+	}
+	if len(rs) == 0 {
+		return nil, ErrUndefined
+	}
+	obj, ok := rs[0].(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("%w: unexpected result %v", ErrBadDecision, rs[0])
+	}
+	v := obj.Get(resultKey)
+	if v == nil {
+		return nil, fmt.Errorf("%w: unexpected result %v", ErrBadDecision, rs[0])
+	}
+	return toDecision(v.Value)
+}
+
+var resultKey = ast.InternedTerm("result")
 
 // toDecision converts the entry point's value, checking its shape.
 func toDecision(v ast.Value) (*Decision, error) {

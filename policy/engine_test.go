@@ -127,29 +127,50 @@ n := count([x |
 
 decision := {"allow": n > 0, "deny": set(), "warn": set(), "required_approvals": 0}
 `})
-	p, err := Prepare(context.Background(), s, Options{Timeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	_, err = p.Decide(context.Background(), marshal(t, readInput(t, "staging")))
-	if !errors.Is(err, ErrTimeout) {
-		t.Fatalf("Decide: got error %v, want ErrTimeout", err)
-	}
-	// Not a performance assertion: a generous bound that only catches a
-	// deadline that is not enforced at all.
-	if el := time.Since(start); el > 10*time.Second {
-		t.Fatalf("Decide returned after %v; the deadline was not enforced", el)
+	for e, p := range evaluators(t, s, Options{Timeout: 50 * time.Millisecond}) {
+		start := time.Now()
+		_, err := p.Decide(context.Background(), marshal(t, readInput(t, "staging")))
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("%s: Decide: got error %v, want ErrTimeout", e, err)
+		}
+		// Not a performance assertion: a generous bound that only catches a
+		// deadline that is not enforced at all.
+		if el := time.Since(start); el > 10*time.Second {
+			t.Fatalf("%s: Decide returned after %v; the deadline was not enforced", e, el)
+		}
 	}
 }
 
 func TestDecideCancelled(t *testing.T) {
-	p := defaultPolicy(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, err := p.Decide(ctx, marshal(t, readInput(t, "staging")))
-	if err == nil || errors.Is(err, ErrTimeout) {
-		t.Fatalf("got %v, want a cancellation error that is not ErrTimeout", err)
+	for e, p := range evaluators(t, DefaultSet(), Options{}) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := p.Decide(ctx, marshal(t, readInput(t, "staging")))
+		if err == nil || errors.Is(err, ErrTimeout) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: got %v, want a cancellation error that is not ErrTimeout", e, err)
+		}
+	}
+}
+
+// TestDecideCancelledDuringEvaluation cancels while a slow policy runs.
+func TestDecideCancelledDuringEvaluation(t *testing.T) {
+	s := mustSet(t, map[string]string{"slow.rego": `package hallmark.promotion
+
+n := count([x |
+	some i in numbers.range(1, 100000)
+	some j in numbers.range(1, 100000)
+	x := i * j
+])
+
+decision := {"allow": n > 0, "deny": set(), "warn": set(), "required_approvals": 0}
+`})
+	for e, p := range evaluators(t, s, Options{Timeout: time.Hour}) {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(20*time.Millisecond, cancel)
+		_, err := p.Decide(ctx, marshal(t, readInput(t, "staging")))
+		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
+			t.Fatalf("%s: got %v, want context.Canceled", e, err)
+		}
 	}
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
 // FuzzDecide feeds arbitrary bytes as the input document of the default
 // pack: the result is a decision or one of the documented errors, never a
-// panic, and a document that validates always decides.
+// panic, a document that validates always decides, and the plan decides
+// exactly as OPA's top-down evaluator.
 func FuzzDecide(f *testing.F) {
 	for _, name := range []string{"production", "staging", "rollback"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name+".json"))
@@ -22,9 +24,13 @@ func FuzzDecide(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"schema_version": 1, "now": "2026-01-01T00:00:00Z"}`))
-	p := defaultPolicy(f)
+	ps := evaluators(f, DefaultSet(), Options{})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		d, err := p.Decide(context.Background(), in)
+		d, err := ps[EvaluatorPlan].Decide(context.Background(), in)
+		top, terr := ps[EvaluatorTopDown].Decide(context.Background(), in)
+		if (err == nil) != (terr == nil) || (err != nil && err.Error() != terr.Error()) || !reflect.DeepEqual(d, top) {
+			t.Fatalf("plan: %+v, %v\ntop-down: %+v, %v", d, err, top, terr)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalidInput) && !errors.Is(err, ErrTimeout) {
 				t.Fatalf("Decide: unexpected error %v", err)

@@ -272,6 +272,15 @@ func runPolicyCheck(ctx context.Context, e *env, args []string) error {
 		return compileFailure(e, dir, err)
 	}
 	fmt.Fprintf(e.stdout, "%s: ok, %d file(s), set digest %s\n", dir, len(set.Files()), set.Digest())
+	p, err := policy.Prepare(ctx, set, policy.Options{})
+	if err != nil {
+		return compileFailure(e, dir, err)
+	}
+	if refused := p.PlanRefused(); refused != nil {
+		fmt.Fprintf(e.stdout, "decisions evaluate with OPA's top-down evaluator: %s\n", printable(refused.Error()))
+	} else {
+		fmt.Fprintf(e.stdout, "decisions evaluate with OPA's plan of %s (the fast path)\n", policy.EntryPoint)
+	}
 	return nil
 }
 

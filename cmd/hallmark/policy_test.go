@@ -73,8 +73,21 @@ func TestPolicyTestCommand(t *testing.T) {
 func TestPolicyCheckCommand(t *testing.T) {
 	dir := policyDir(t)
 	code, stdout, stderr := runCmd(t, "", "policy", "check", dir)
-	if code != 0 || !strings.Contains(stdout, "ok, 5 file(s), set digest sha256:") {
+	if code != 0 || !strings.Contains(stdout, "ok, 5 file(s), set digest sha256:") || !strings.Contains(stdout, "OPA's plan of data.hallmark.promotion.decision (the fast path)") {
 		t.Fatalf("check: code %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	// A set the plan interpreter refuses still checks, and says why it
+	// runs top-down.
+	walker := t.TempDir()
+	writeFile(t, filepath.Join(walker, "p.rego"), `package hallmark.promotion
+
+n := count([p | walk(input.request, [p, _])])
+
+decision := {"allow": n > 0, "deny": set(), "warn": set(), "required_approvals": 0}
+`)
+	code, stdout, stderr = runCmd(t, "", "policy", "check", walker)
+	if code != 0 || !strings.Contains(stdout, "decisions evaluate with OPA's top-down evaluator: ") || !strings.Contains(stdout, `built-in "walk"`) {
+		t.Fatalf("check of a set off the fast path: code %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	writeFile(t, filepath.Join(dir, "typo.rego"), "package hallmark.promotion\n\ntypo if input.requst.model == \"x\"\n")
 	code, _, stderr = runCmd(t, "", "policy", "check", dir)

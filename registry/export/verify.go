@@ -644,7 +644,10 @@ func (v *verifier) replay(recs *registry.AuditRecords, sets map[string]*policy.S
 			v.fail(PoliciesDir+strings.TrimPrefix(d, "sha256:")+"/", 0, ptr(index), "policy set %s decided in the range but its text is not in the bundle (or did not verify)", d)
 			return nil
 		}
-		p, err := policy.Prepare(v.ctx, s, policy.Options{SkipInputValidation: true})
+		// OPA's top-down evaluator, the reference: the registry decides
+		// through the plan, so this replay also checks the plan gave OPA's
+		// answer.
+		p, err := policy.Prepare(v.ctx, s, policy.Options{SkipInputValidation: true, Evaluator: policy.EvaluatorTopDown})
 		if err != nil {
 			failed[d] = true
 			v.fail(PoliciesDir+strings.TrimPrefix(d, "sha256:")+"/", 0, ptr(index), "policy set %s does not compile: %v", d, err)

@@ -1,0 +1,1071 @@
+// Package ireval evaluates Rego through OPA's intermediate representation
+// (the plans of github.com/open-policy-agent/opa/v1/ir, as `opa build -t plan`
+// produces them) instead of OPA's top-down evaluator.
+//
+// A plan is a straight-line program over local variables: no unification, no
+// backtracking, no bindings to plug. Interpreting it gives the same results as
+// the top-down evaluator for the policies the planner accepts, several times
+// faster. Built-in functions are OPA's own implementations (topdown), so their
+// results and messages are identical; a built-in's error makes its call
+// undefined, as in OPA's non-strict mode. Any statement, built-in or feature it
+// cannot evaluate exactly is refused when the program is prepared (New returns
+// an error wrapping ErrUnsupported), never guessed at evaluation time.
+//
+// Control flow follows OPA's Wasm compiler, the planner's reference consumer:
+// a statement that does not hold leaves its block, a break of index n leaves n
+// more enclosing blocks, and a scan's body counts as two blocks (the
+// iteration, then the loop).
+package ireval
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/compile"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+// ErrUnsupported marks a plan New will not evaluate; callers fall back to
+// OPA's evaluator.
+var ErrUnsupported = errors.New("ireval: unsupported plan")
+
+// Plan compiles the Rego modules (file name → text, Rego v1) and the
+// entrypoints (slash-separated rule paths, "hallmark/promotion/decision")
+// into an IR policy with OPA's planner, using caps as the capabilities.
+func Plan(ctx context.Context, modules map[string]string, caps *ast.Capabilities, entrypoints ...string) (*ir.Policy, error) {
+	b := &bundle.Bundle{Data: map[string]any{}}
+	popts := ast.ParserOptions{RegoVersion: ast.RegoV1, Capabilities: caps}
+	for name, text := range modules {
+		m, err := ast.ParseModuleWithOpts(name, text, popts)
+		if err != nil {
+			return nil, err
+		}
+		b.Modules = append(b.Modules, bundle.ModuleFile{URL: name, Path: name, Raw: []byte(text), Parsed: m})
+	}
+	c := compile.New().
+		WithTarget(compile.TargetPlan).
+		WithBundle(b).
+		WithCapabilities(caps).
+		WithRegoVersion(ast.RegoV1).
+		WithEntrypoints(entrypoints...)
+	if err := c.Build(ctx); err != nil {
+		return nil, err
+	}
+	out := c.Bundle()
+	if out == nil || len(out.PlanModules) != 1 {
+		return nil, fmt.Errorf("%w: the planner produced no plan", ErrUnsupported)
+	}
+	var p ir.Policy
+	if err := json.Unmarshal(out.PlanModules[0].Raw, &p); err != nil {
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	return &p, nil
+}
+
+// CheckData refuses base documents the plan would read differently from
+// OPA's top-down evaluator. Top-down reads a ground reference into data
+// through its store, which spells a number in the reference as text, so
+// data[2] finds the key "2"; a plan looks the number up as a number and
+// finds nothing. Only an object key spelt like a number can tell the two
+// apart, so data without one is safe. Callers check data once, before
+// passing it to Eval.
+func CheckData(data ast.Value) error {
+	var found []string
+	var walk func(v ast.Value, path string)
+	walk = func(v ast.Value, path string) {
+		switch c := v.(type) {
+		case ast.Object:
+			c.Foreach(func(k, v *ast.Term) {
+				if s, ok := k.Value.(ast.String); ok && len(found) == 0 {
+					if numberKey.MatchString(string(s)) {
+						found = append(found, path+"/"+string(s))
+						return
+					}
+					walk(v.Value, path+"/"+string(s))
+				}
+			})
+		case *ast.Array:
+			for i := range c.Len() {
+				walk(c.Elem(i).Value, fmt.Sprintf("%s/%d", path, i))
+			}
+		}
+	}
+	walk(data, "")
+	if len(found) > 0 {
+		return fmt.Errorf("%w: data has the key %q (at %s), which top-down Rego also reaches with a number", ErrUnsupported, found[0][strings.LastIndexByte(found[0], '/')+1:], found[0])
+	}
+	return nil
+}
+
+// numberKey matches the keys a Rego number can spell: JSON's number
+// syntax, which is also Rego's.
+var numberKey = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+type opcode uint8
+
+const (
+	opNop opcode = iota
+	opReturn
+	opCall
+	opCallBuiltin
+	opCallDynamic
+	opBlock
+	opBreak
+	opDot
+	opLen
+	opScan
+	opNot
+	opAssignInt
+	opAssignVar
+	opAssignVarOnce
+	opResetLocal
+	opMakeNull
+	opMakeNumber
+	opMakeArray
+	opMakeObject
+	opMakeSet
+	opEqual
+	opNotEqual
+	opIsArray
+	opIsObject
+	opIsSet
+	opIsDefined
+	opIsUndefined
+	opArrayAppend
+	opObjectInsert
+	opObjectInsertOnce
+	opObjectMerge
+	opSetAdd
+	opWith
+	opResultSetAdd
+)
+
+// operand is a statement's input: a local, or a constant resolved at New.
+type operand struct {
+	local int       // ≥ 0: a local of the frame
+	term  *ast.Term // otherwise: the constant
+}
+
+// instr is one statement with everything it names resolved: constants as
+// terms, functions and built-ins as pointers.
+type instr struct {
+	op     opcode
+	a, b   operand
+	target int
+	index  int // break depth, or the value of AssignInt
+	args   []operand
+	blocks []*block
+	fn     *function
+	bi     *builtinFn
+	with   []*ast.Term // path of a with
+	dyn    []operand   // path of a dynamic call
+	dynArg []int
+	loc    *ast.Location
+	msg    string
+}
+
+type block struct{ code []instr }
+
+type function struct {
+	name   string
+	params []int
+	ret    int
+	frame  int // locals in the frame
+	blocks []*block
+	memo   int // index of its memo slot when it takes only input and data, else -1
+}
+
+type builtinFn struct {
+	name string
+	f    topdown.BuiltinFunc
+	void bool
+}
+
+// Program is a plan prepared for evaluation. It is safe for concurrent use.
+type Program struct {
+	plan     *function
+	memos    int
+	needTime bool
+	dynamic  map[string]*function
+}
+
+// New prepares the plan named entrypoint of policy.
+func New(policy *ir.Policy, entrypoint string) (*Program, error) {
+	if policy == nil || policy.Static == nil || policy.Plans == nil {
+		return nil, fmt.Errorf("%w: empty policy", ErrUnsupported)
+	}
+	l := &loader{
+		policy:  policy,
+		funcs:   map[string]*function{},
+		strings: make([]*ast.Term, len(policy.Static.Strings)),
+		prog:    &Program{dynamic: map[string]*function{}},
+	}
+	for i, s := range policy.Static.Strings {
+		l.strings[i] = ast.StringTerm(s.Value)
+	}
+	for _, f := range policy.Static.Files {
+		l.files = append(l.files, f.Value)
+	}
+	if policy.Funcs != nil {
+		for _, f := range policy.Funcs.Funcs {
+			fn := &function{name: f.Name, ret: int(f.Return), memo: -1}
+			for _, p := range f.Params {
+				fn.params = append(fn.params, int(p))
+			}
+			if len(f.Params) == 2 && f.Params[0] == ir.Input && f.Params[1] == ir.Data {
+				fn.memo = l.prog.memos
+				l.prog.memos++
+			}
+			l.funcs[f.Name] = fn
+			if len(f.Path) > 0 {
+				l.prog.dynamic[strings.Join(f.Path, "\x00")] = fn
+			}
+		}
+		for _, f := range policy.Funcs.Funcs {
+			fn := l.funcs[f.Name]
+			l.conflictMsg = conflictMessage(fn)
+			l.maxLocal = max(int(f.Return), 1)
+			for _, p := range fn.params {
+				l.maxLocal = max(l.maxLocal, p)
+			}
+			for _, b := range f.Blocks {
+				cb, err := l.block(b)
+				if err != nil {
+					return nil, fmt.Errorf("function %s: %w", f.Name, err)
+				}
+				fn.blocks = append(fn.blocks, cb)
+			}
+			fn.frame = l.maxLocal + 1
+		}
+	}
+	for _, p := range policy.Plans.Plans {
+		if p.Name != entrypoint {
+			continue
+		}
+		fn := &function{name: p.Name, params: []int{int(ir.Input), int(ir.Data)}, memo: -1}
+		l.conflictMsg = "complete rules must not produce multiple outputs"
+		l.maxLocal = 1
+		for _, b := range p.Blocks {
+			cb, err := l.block(b)
+			if err != nil {
+				return nil, fmt.Errorf("plan %s: %w", p.Name, err)
+			}
+			fn.blocks = append(fn.blocks, cb)
+		}
+		fn.frame = l.maxLocal + 1
+		l.prog.plan = fn
+	}
+	if l.prog.plan == nil {
+		return nil, fmt.Errorf("%w: no plan named %q", ErrUnsupported, entrypoint)
+	}
+	return l.prog, nil
+}
+
+type loader struct {
+	policy   *ir.Policy
+	funcs    map[string]*function
+	strings  []*ast.Term
+	files    []string
+	maxLocal int
+	prog     *Program
+	// conflictMsg is what a conflicting assignment in the function being
+	// loaded says, in the words of OPA's top-down evaluator.
+	conflictMsg string
+}
+
+// conflictMessage names the rule or function a plan function was made
+// from: the planner names them g<N>.<path>, and rules take only input and
+// data.
+func conflictMessage(fn *function) string {
+	name := fn.name
+	if _, rest, ok := strings.Cut(name, "."); ok && strings.HasPrefix(name, "g") {
+		name = rest
+	}
+	if len(fn.params) > 2 {
+		return "function " + name + " produced conflicting values for the same inputs"
+	}
+	return "rule " + name + " produced conflicting values"
+}
+
+func (l *loader) local(x ir.Local) int {
+	l.maxLocal = max(l.maxLocal, int(x))
+	return int(x)
+}
+
+func (l *loader) operand(o ir.Operand) (operand, error) {
+	// Plans read back from JSON hold pointers; plans from the planner, values.
+	switch v := o.Value.(type) {
+	case *ir.Local:
+		return operand{local: l.local(*v)}, nil
+	case *ir.StringIndex:
+		return l.operand(ir.Operand{Value: *v})
+	case *ir.Bool:
+		return operand{local: -1, term: ast.InternedTerm(bool(*v))}, nil
+	case ir.Local:
+		return operand{local: l.local(v)}, nil
+	case ir.StringIndex:
+		if int(v) < 0 || int(v) >= len(l.strings) {
+			return operand{}, fmt.Errorf("%w: string constant %d out of range", ErrUnsupported, int(v))
+		}
+		return operand{local: -1, term: l.strings[v]}, nil
+	case ir.Bool:
+		return operand{local: -1, term: ast.InternedTerm(bool(v))}, nil
+	default:
+		return operand{}, fmt.Errorf("%w: operand %T", ErrUnsupported, o.Value)
+	}
+}
+
+func (l *loader) location(s ir.Stmt) *ast.Location {
+	loc := s.GetLocation()
+	if loc == nil {
+		return nil
+	}
+	file := ""
+	if loc.File >= 0 && loc.File < len(l.files) {
+		file = l.files[loc.File]
+	}
+	return &ast.Location{File: file, Row: loc.Row, Col: loc.Col}
+}
+
+func (l *loader) block(b *ir.Block) (*block, error) {
+	out := &block{code: make([]instr, 0, len(b.Stmts))}
+	for _, s := range b.Stmts {
+		in, err := l.stmt(s)
+		if err != nil {
+			return nil, err
+		}
+		out.code = append(out.code, in)
+	}
+	return out, nil
+}
+
+func (l *loader) blocks(bs []*ir.Block) ([]*block, error) {
+	out := make([]*block, 0, len(bs))
+	for _, b := range bs {
+		cb, err := l.block(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cb)
+	}
+	return out, nil
+}
+
+func (l *loader) stmt(s ir.Stmt) (instr, error) {
+	var in instr
+	var err error
+	two := func(a, b ir.Operand) {
+		if in.a, err = l.operand(a); err == nil {
+			in.b, err = l.operand(b)
+		}
+	}
+	switch s := s.(type) {
+	case *ir.NopStmt:
+		in.op = opNop
+	case *ir.ReturnLocalStmt:
+		in.op, in.target = opReturn, l.local(s.Source)
+	case *ir.CallStmt:
+		in.target = l.local(s.Result)
+		for _, a := range s.Args {
+			o, err := l.operand(a)
+			if err != nil {
+				return in, err
+			}
+			in.args = append(in.args, o)
+		}
+		in.loc = l.location(s)
+		if fn, ok := l.funcs[s.Func]; ok {
+			if len(fn.params) != len(in.args) {
+				return in, fmt.Errorf("%w: call of %s with %d arguments, it takes %d", ErrUnsupported, s.Func, len(in.args), len(fn.params))
+			}
+			in.op, in.fn = opCall, fn
+			break
+		}
+		decl, ok := ast.BuiltinMap[s.Func]
+		f := topdown.GetBuiltin(s.Func)
+		if !ok || f == nil {
+			return in, fmt.Errorf("%w: function %q", ErrUnsupported, s.Func)
+		}
+		if decl.Relation || decl.Decl == nil || len(in.args) != len(decl.Decl.FuncArgs().Args) {
+			return in, fmt.Errorf("%w: built-in %q", ErrUnsupported, s.Func)
+		}
+		if decl.Name == "time.now_ns" {
+			l.prog.needTime = true
+		}
+		if decl.Nondeterministic || decl.Name == "trace" || decl.Name == "internal.print" {
+			return in, fmt.Errorf("%w: built-in %q has effects beyond its result", ErrUnsupported, s.Func)
+		}
+		in.op, in.bi = opCallBuiltin, &builtinFn{name: s.Func, f: f, void: decl.Decl.Result() == nil}
+	case *ir.CallDynamicStmt:
+		in.op, in.target = opCallDynamic, l.local(s.Result)
+		for _, a := range s.Args {
+			in.dynArg = append(in.dynArg, l.local(a))
+		}
+		for _, p := range s.Path {
+			o, err := l.operand(p)
+			if err != nil {
+				return in, err
+			}
+			in.dyn = append(in.dyn, o)
+		}
+	case *ir.BlockStmt:
+		in.op = opBlock
+		in.blocks, err = l.blocks(s.Blocks)
+	case *ir.BreakStmt:
+		in.op, in.index = opBreak, int(s.Index)
+	case *ir.DotStmt:
+		in.op, in.target = opDot, l.local(s.Target)
+		two(s.Source, s.Key)
+	case *ir.LenStmt:
+		in.op, in.target = opLen, l.local(s.Target)
+		in.a, err = l.operand(s.Source)
+	case *ir.ScanStmt:
+		in.op = opScan
+		in.a = operand{local: l.local(s.Source)}
+		in.b = operand{local: l.local(s.Key)}
+		in.target = l.local(s.Value)
+		var b *block
+		b, err = l.block(s.Block)
+		in.blocks = []*block{b}
+	case *ir.NotStmt:
+		in.op = opNot
+		var b *block
+		b, err = l.block(s.Block)
+		in.blocks = []*block{b}
+	case *ir.AssignIntStmt:
+		in.op, in.target = opAssignInt, l.local(s.Target)
+		in.a = operand{local: -1, term: ast.InternedTerm(s.Value)}
+	case *ir.AssignVarStmt:
+		in.op, in.target = opAssignVar, l.local(s.Target)
+		in.a, err = l.operand(s.Source)
+	case *ir.AssignVarOnceStmt:
+		in.op, in.target = opAssignVarOnce, l.local(s.Target)
+		in.a, err = l.operand(s.Source)
+		in.loc, in.msg = l.location(s), l.conflictMsg
+	case *ir.ResetLocalStmt:
+		in.op, in.target = opResetLocal, l.local(s.Target)
+	case *ir.MakeNullStmt:
+		in.op, in.target = opMakeNull, l.local(s.Target)
+	case *ir.MakeNumberIntStmt:
+		in.op, in.target = opMakeNumber, l.local(s.Target)
+		in.a = operand{local: -1, term: ast.InternedTerm(s.Value)}
+	case *ir.MakeNumberRefStmt:
+		if s.Index < 0 || s.Index >= len(l.strings) {
+			return in, fmt.Errorf("%w: number constant %d out of range", ErrUnsupported, s.Index)
+		}
+		in.op, in.target = opMakeNumber, l.local(s.Target)
+		in.a = operand{local: -1, term: ast.NumberTerm(json.Number(l.policy.Static.Strings[s.Index].Value))}
+	case *ir.MakeArrayStmt:
+		in.op, in.target, in.index = opMakeArray, l.local(s.Target), int(s.Capacity)
+	case *ir.MakeObjectStmt:
+		in.op, in.target = opMakeObject, l.local(s.Target)
+	case *ir.MakeSetStmt:
+		in.op, in.target = opMakeSet, l.local(s.Target)
+	case *ir.EqualStmt:
+		in.op = opEqual
+		two(s.A, s.B)
+	case *ir.NotEqualStmt:
+		in.op = opNotEqual
+		two(s.A, s.B)
+	case *ir.IsArrayStmt:
+		in.op = opIsArray
+		in.a, err = l.operand(s.Source)
+	case *ir.IsObjectStmt:
+		in.op = opIsObject
+		in.a, err = l.operand(s.Source)
+	case *ir.IsSetStmt:
+		in.op = opIsSet
+		in.a, err = l.operand(s.Source)
+	case *ir.IsDefinedStmt:
+		in.op = opIsDefined
+		in.a = operand{local: l.local(s.Source)}
+	case *ir.IsUndefinedStmt:
+		in.op = opIsUndefined
+		in.a = operand{local: l.local(s.Source)}
+	case *ir.ArrayAppendStmt:
+		in.op, in.target = opArrayAppend, l.local(s.Array)
+		in.a, err = l.operand(s.Value)
+	case *ir.ObjectInsertStmt:
+		in.op, in.target = opObjectInsert, l.local(s.Object)
+		two(s.Key, s.Value)
+	case *ir.ObjectInsertOnceStmt:
+		in.op, in.target = opObjectInsertOnce, l.local(s.Object)
+		two(s.Key, s.Value)
+		in.loc = l.location(s)
+	case *ir.ObjectMergeStmt:
+		in.op, in.target = opObjectMerge, l.local(s.Target)
+		in.a = operand{local: l.local(s.A)}
+		in.b = operand{local: l.local(s.B)}
+		in.loc = l.location(s)
+	case *ir.SetAddStmt:
+		in.op, in.target = opSetAdd, l.local(s.Set)
+		in.a, err = l.operand(s.Value)
+	case *ir.WithStmt:
+		in.op, in.target = opWith, l.local(s.Local)
+		for _, p := range s.Path {
+			if p < 0 || p >= len(l.strings) {
+				return in, fmt.Errorf("%w: with path constant %d out of range", ErrUnsupported, p)
+			}
+			in.with = append(in.with, l.strings[p])
+		}
+		if in.a, err = l.operand(s.Value); err == nil {
+			var b *block
+			b, err = l.block(s.Block)
+			in.blocks = []*block{b}
+		}
+	case *ir.ResultSetAddStmt:
+		in.op = opResultSetAdd
+		in.a = operand{local: l.local(s.Value)}
+	default:
+		return in, fmt.Errorf("%w: statement %T", ErrUnsupported, s)
+	}
+	return in, err
+}
+
+// Outcomes of running a block besides a break of some depth ≥ 0.
+const (
+	fellThrough = -1      // the block ran to its end
+	returned    = 1 << 30 // a function returned; unwind to the call
+)
+
+// vm is one evaluation's state.
+type vm struct {
+	ctx     context.Context
+	cancel  topdown.Cancel
+	bctx    topdown.BuiltinContext
+	stack   []*ast.Term // the frames of the calls in progress
+	memo    []*ast.Term // results of input-and-data-only functions; nil: not yet run
+	undef   []bool      // memo entries that ran and were undefined
+	results []ast.Value
+	ret     *ast.Term
+	out     *ast.Term
+	onOut   func(*ast.Term) error
+	depth   int
+}
+
+var timeNow = time.Now
+
+// maxDepth bounds nested calls. Rego has no recursion, so only a hostile
+// or corrupt plan goes deep; it fails instead of exhausting the stack.
+const maxDepth = 10000
+
+// Eval runs the program on input (nil: no input document) and data (the base
+// documents, nil for none; data must pass CheckData). It returns the result set: one object per result,
+// binding "result" to the entrypoint's value; an empty set when the
+// entrypoint is undefined. cancel may be nil; when it fires, Eval stops with
+// a topdown.Error of code topdown.CancelErr. Conflicts (a complete rule or a
+// function with two values) are topdown.Errors of code topdown.ConflictErr.
+func (p *Program) Eval(ctx context.Context, input ast.Value, data ast.Value, cancel topdown.Cancel) ([]ast.Value, error) {
+	m := &vm{
+		ctx:    ctx,
+		cancel: cancel,
+		memo:   make([]*ast.Term, p.memos),
+		undef:  make([]bool, p.memos),
+		stack:  make([]*ast.Term, 0, 256),
+	}
+	m.onOut = m.setOut
+	m.bctx = topdown.BuiltinContext{
+		Context:      ctx,
+		Metrics:      metrics.NoOp(),
+		Cancel:       cancel,
+		Cache:        builtins.Cache{},
+		Capabilities: nil,
+	}
+	if p.needTime {
+		m.bctx.Time = ast.UIntNumberTerm(uint64(timeNow().UnixNano()))
+	}
+	var in, d *ast.Term
+	if input != nil {
+		in = ast.NewTerm(input)
+	}
+	if data == nil {
+		data = ast.NewObject()
+	}
+	d = ast.NewTerm(data)
+	if _, err := m.call(p, p.plan, []*ast.Term{in, d}); err != nil {
+		return nil, err
+	}
+	return m.results, nil
+}
+
+func (m *vm) setOut(t *ast.Term) error {
+	m.out = t
+	return nil
+}
+
+// call runs fn with args in a new frame and returns its result (nil:
+// undefined).
+func (m *vm) call(p *Program, fn *function, args []*ast.Term) (*ast.Term, error) {
+	if m.cancel != nil && m.cancel.Cancelled() {
+		return nil, &topdown.Error{Code: topdown.CancelErr, Message: "caller cancelled query execution"}
+	}
+	if m.depth++; m.depth > maxDepth {
+		return nil, fmt.Errorf("%w: calls nested deeper than %d", ErrUnsupported, maxDepth)
+	}
+	defer func() { m.depth-- }()
+	base := len(m.stack)
+	for range fn.frame {
+		m.stack = append(m.stack, nil)
+	}
+	frame := m.stack[base : base+fn.frame : base+fn.frame]
+	for i, p := range fn.params {
+		frame[p] = args[i]
+	}
+	m.ret = nil
+	var err error
+	for _, b := range fn.blocks {
+		var r int
+		r, err = m.run(p, frame, b)
+		if err != nil || r == returned {
+			break
+		}
+	}
+	ret := m.ret
+	m.ret = nil
+	clear(frame)
+	m.stack = m.stack[:base]
+	if err != nil {
+		return nil, err
+	}
+	return ret, nil
+}
+
+func (m *vm) value(frame []*ast.Term, o operand) *ast.Term {
+	if o.local >= 0 {
+		return frame[o.local]
+	}
+	return o.term
+}
+
+// run executes b and returns fellThrough, returned, or the depth of the
+// break that left it (0: b itself was left).
+func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
+	for i := range b.code {
+		in := &b.code[i]
+		switch in.op {
+		case opNop:
+		case opReturn:
+			m.ret = frame[in.target]
+			return returned, nil
+		case opCall:
+			args := make([]*ast.Term, len(in.args))
+			for j, a := range in.args {
+				args[j] = m.value(frame, a)
+			}
+			var res *ast.Term
+			var err error
+			if in.fn.memo >= 0 {
+				res, err = m.memoCall(p, in.fn, args)
+			} else {
+				res, err = m.call(p, in.fn, args)
+			}
+			if err != nil {
+				return 0, err
+			}
+			if res == nil {
+				return 0, nil
+			}
+			frame[in.target] = res
+		case opCallBuiltin:
+			res, err := m.builtin(frame, in)
+			if err != nil {
+				return 0, err
+			}
+			if res == nil {
+				return 0, nil
+			}
+			frame[in.target] = res
+		case opCallDynamic:
+			var key strings.Builder
+			for j, o := range in.dyn {
+				s, ok := m.value(frame, o).Value.(ast.String)
+				if !ok {
+					return 0, nil
+				}
+				if j > 0 {
+					key.WriteByte(0)
+				}
+				key.WriteString(string(s))
+			}
+			fn := p.dynamic[key.String()]
+			if fn == nil {
+				return 0, nil
+			}
+			args := make([]*ast.Term, len(in.dynArg))
+			for j, a := range in.dynArg {
+				args[j] = frame[a]
+			}
+			res, err := m.call(p, fn, args)
+			if err != nil {
+				return 0, err
+			}
+			if res == nil {
+				return 0, nil
+			}
+			frame[in.target] = res
+		case opBlock:
+			for _, sub := range in.blocks {
+				r, err := m.run(p, frame, sub)
+				if err != nil {
+					return 0, err
+				}
+				if r == returned {
+					return r, nil
+				}
+				if r > 0 {
+					return r - 1, nil
+				}
+			}
+		case opBreak:
+			return in.index, nil
+		case opDot:
+			v := dot(m.value(frame, in.a), m.value(frame, in.b))
+			if v == nil {
+				return 0, nil
+			}
+			frame[in.target] = v
+		case opLen:
+			n, ok := length(m.value(frame, in.a))
+			if !ok {
+				return 0, nil
+			}
+			frame[in.target] = ast.InternedTerm(n)
+		case opScan:
+			r, err := m.scan(p, frame, in)
+			if err != nil || r != fellThrough {
+				return r, err
+			}
+		case opNot:
+			r, err := m.run(p, frame, in.blocks[0])
+			if err != nil {
+				return 0, err
+			}
+			switch {
+			case r == returned:
+				return r, nil
+			case r == fellThrough:
+				return 0, nil
+			case r > 0:
+				return r - 1, nil
+			}
+		case opAssignInt, opAssignVar, opMakeNumber:
+			frame[in.target] = m.value(frame, in.a)
+		case opAssignVarOnce:
+			v := m.value(frame, in.a)
+			if old := frame[in.target]; old != nil {
+				if ast.Compare(old.Value, v.Value) != 0 {
+					return 0, conflict(in.loc, in.msg)
+				}
+				break
+			}
+			frame[in.target] = v
+		case opResetLocal:
+			frame[in.target] = nil
+		case opMakeNull:
+			frame[in.target] = ast.InternedNullTerm
+		case opMakeArray:
+			frame[in.target] = ast.NewTerm(ast.NewArrayWithCapacity(in.index))
+		case opMakeObject:
+			frame[in.target] = ast.NewTerm(ast.NewObject())
+		case opMakeSet:
+			frame[in.target] = ast.NewTerm(ast.NewSet())
+		case opEqual, opNotEqual:
+			a, b := m.value(frame, in.a), m.value(frame, in.b)
+			if a == nil || b == nil {
+				return 0, nil
+			}
+			if (ast.Compare(a.Value, b.Value) == 0) != (in.op == opEqual) {
+				return 0, nil
+			}
+		case opIsArray, opIsObject, opIsSet:
+			if in.a.local < 0 || !isKind(m.value(frame, in.a), in.op) {
+				return 0, nil
+			}
+		case opIsDefined:
+			if frame[in.a.local] == nil {
+				return 0, nil
+			}
+		case opIsUndefined:
+			if frame[in.a.local] != nil {
+				return 0, nil
+			}
+		case opArrayAppend:
+			arr, ok := frame[in.target].Value.(*ast.Array)
+			if !ok {
+				return 0, fmt.Errorf("%w: append to a %s", ErrUnsupported, ast.ValueName(frame[in.target].Value))
+			}
+			frame[in.target] = ast.NewTerm(arr.Append(m.value(frame, in.a)))
+		case opObjectInsert, opObjectInsertOnce:
+			obj, ok := frame[in.target].Value.(ast.Object)
+			if !ok {
+				return 0, fmt.Errorf("%w: insert into a %s", ErrUnsupported, ast.ValueName(frame[in.target].Value))
+			}
+			k, v := m.value(frame, in.a), m.value(frame, in.b)
+			if in.op == opObjectInsertOnce {
+				if old := obj.Get(k); old != nil {
+					if ast.Compare(old.Value, v.Value) != 0 {
+						return 0, conflict(in.loc, "object keys must be unique")
+					}
+					break
+				}
+			}
+			obj.Insert(k, v)
+		case opObjectMerge:
+			merged, err := merge(frame[in.a.local], frame[in.b.local], in.loc)
+			if err != nil {
+				return 0, err
+			}
+			frame[in.target] = merged
+		case opSetAdd:
+			s, ok := frame[in.target].Value.(ast.Set)
+			if !ok {
+				return 0, fmt.Errorf("%w: add to a %s", ErrUnsupported, ast.ValueName(frame[in.target].Value))
+			}
+			s.Add(m.value(frame, in.a))
+		case opWith:
+			r, err := m.with(p, frame, in)
+			if err != nil || r != fellThrough {
+				return r, err
+			}
+		case opResultSetAdd:
+			m.results = append(m.results, frame[in.a.local].Value)
+		}
+	}
+	return fellThrough, nil
+}
+
+// scan runs the body once per element of the collection. As in the Wasm
+// compiler the body sits in a loop inside a block: leaving the body (depth
+// 0) is the next iteration, depth 1 ends the scan, deeper breaks go on
+// outward.
+func (m *vm) scan(p *Program, frame []*ast.Term, in *instr) (int, error) {
+	src := frame[in.a.local]
+	if src == nil {
+		return fellThrough, nil
+	}
+	body := in.blocks[0]
+	result := fellThrough
+	each := func(k, v *ast.Term) (bool, error) {
+		if m.cancel != nil && m.cancel.Cancelled() {
+			return false, &topdown.Error{Code: topdown.CancelErr, Message: "caller cancelled query execution"}
+		}
+		frame[in.b.local], frame[in.target] = k, v
+		r, err := m.run(p, frame, body)
+		switch {
+		case err != nil:
+			return false, err
+		case r == returned:
+			result = r
+			return false, nil
+		case r == 1:
+			return false, nil
+		case r > 1:
+			result = r - 2
+			return false, nil
+		}
+		return true, nil
+	}
+	switch c := src.Value.(type) {
+	case *ast.Array:
+		for i := range c.Len() {
+			more, err := each(ast.InternedTerm(i), c.Elem(i))
+			if err != nil || !more {
+				return result, err
+			}
+		}
+	case ast.Object:
+		ki := c.KeysIterator()
+		for k, ok := ki.Next(); ok; k, ok = ki.Next() {
+			more, err := each(k, c.Get(k))
+			if err != nil || !more {
+				return result, err
+			}
+		}
+	case ast.Set:
+		for _, e := range c.Slice() {
+			more, err := each(e, e)
+			if err != nil || !more {
+				return result, err
+			}
+		}
+	}
+	return result, nil
+}
+
+// with runs the body with the local (input or data) replaced, or with a
+// value upserted at a path inside it, and with fresh memos: a function's
+// result may depend on what with changed.
+func (m *vm) with(p *Program, frame []*ast.Term, in *instr) (int, error) {
+	saved := frame[in.target]
+	v := m.value(frame, in.a)
+	if len(in.with) > 0 {
+		v = upsert(saved, in.with, v)
+	}
+	savedMemo, savedUndef := m.memo, m.undef
+	m.memo, m.undef = make([]*ast.Term, len(savedMemo)), make([]bool, len(savedUndef))
+	frame[in.target] = v
+	r, err := m.run(p, frame, in.blocks[0])
+	frame[in.target] = saved
+	m.memo, m.undef = savedMemo, savedUndef
+	switch {
+	case err != nil:
+		return 0, err
+	case r == returned:
+		return r, nil
+	case r == fellThrough:
+		return fellThrough, nil
+	case r == 0:
+		return 0, nil
+	}
+	return r - 1, nil
+}
+
+// upsert returns a copy of doc (an empty object when undefined or not an
+// object) with v at path; the objects along the path are copied, never
+// changed, since doc is the caller's input or data.
+func upsert(doc *ast.Term, path []*ast.Term, v *ast.Term) *ast.Term {
+	var obj ast.Object
+	if doc != nil {
+		if o, ok := doc.Value.(ast.Object); ok {
+			obj = o.Copy()
+		}
+	}
+	if obj == nil {
+		obj = ast.NewObject()
+	}
+	if len(path) == 1 {
+		obj.Insert(path[0], v)
+	} else {
+		obj.Insert(path[0], upsert(obj.Get(path[0]), path[1:], v))
+	}
+	return ast.NewTerm(obj)
+}
+
+func (m *vm) memoCall(p *Program, fn *function, args []*ast.Term) (*ast.Term, error) {
+	if r := m.memo[fn.memo]; r != nil {
+		return r, nil
+	}
+	if m.undef[fn.memo] {
+		return nil, nil
+	}
+	memo, undef := m.memo, m.undef
+	r, err := m.call(p, fn, args)
+	if err != nil {
+		return nil, err
+	}
+	// A with inside the call swaps the memo tables and puts them back, so
+	// these are still this level's tables.
+	memo[fn.memo] = r
+	undef[fn.memo] = r == nil
+	return r, nil
+}
+
+func (m *vm) builtin(frame []*ast.Term, in *instr) (*ast.Term, error) {
+	ops := make([]*ast.Term, len(in.args))
+	for j, a := range in.args {
+		ops[j] = m.value(frame, a)
+		if ops[j] == nil {
+			return nil, nil
+		}
+	}
+	m.out = nil
+	m.bctx.Location = in.loc
+	err := in.bi.f(m.bctx, ops, m.onOut)
+	if err != nil {
+		var halt topdown.Halt
+		if errors.As(err, &halt) {
+			return nil, halt.Err
+		}
+		// OPA's non-strict mode: a built-in's error leaves its call undefined.
+		return nil, nil
+	}
+	if in.bi.void && m.out == nil {
+		return ast.InternedTerm(true), nil
+	}
+	return m.out, nil
+}
+
+func conflict(loc *ast.Location, msg string) error {
+	return &topdown.Error{Code: topdown.ConflictErr, Message: msg, Location: loc}
+}
+
+func dot(src, key *ast.Term) *ast.Term {
+	if src == nil || key == nil {
+		return nil
+	}
+	switch c := src.Value.(type) {
+	case ast.Object:
+		return c.Get(key)
+	case *ast.Array:
+		return c.Get(key)
+	case ast.Set:
+		if c.Contains(key) {
+			return key
+		}
+	}
+	return nil
+}
+
+func length(t *ast.Term) (int, bool) {
+	if t == nil {
+		return 0, false
+	}
+	switch c := t.Value.(type) {
+	case *ast.Array:
+		return c.Len(), true
+	case ast.Object:
+		return c.Len(), true
+	case ast.Set:
+		return c.Len(), true
+	case ast.String:
+		return len([]rune(string(c))), true
+	}
+	return 0, false
+}
+
+func isKind(t *ast.Term, op opcode) bool {
+	if t == nil {
+		return false
+	}
+	switch t.Value.(type) {
+	case *ast.Array:
+		return op == opIsArray
+	case ast.Object:
+		return op == opIsObject
+	case ast.Set:
+		return op == opIsSet
+	}
+	return false
+}
+
+// merge combines a base document and the virtual documents beside it;
+// the compiler keeps their keys apart, so overlapping scalars are a
+// conflict.
+func merge(a, b *ast.Term, loc *ast.Location) (*ast.Term, error) {
+	if a == nil {
+		return b, nil
+	}
+	if b == nil {
+		return a, nil
+	}
+	ao, ok1 := a.Value.(ast.Object)
+	bo, ok2 := b.Value.(ast.Object)
+	if !ok1 || !ok2 {
+		return nil, conflict(loc, "cannot merge a base document with a virtual document of another type")
+	}
+	out, ok := ao.Merge(bo)
+	if !ok {
+		return nil, conflict(loc, "base and virtual documents overlap")
+	}
+	return ast.NewTerm(out), nil
+}
