@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -129,6 +130,9 @@ func validationMessage(ve *jsonschema.ValidationError) string {
 		}
 	}
 	walk(ve)
+	// The validator checks properties in map order: sorted, the same input
+	// always gets the same message.
+	slices.Sort(leaves)
 	if len(leaves) > 5 {
 		leaves = append(leaves[:5], fmt.Sprintf("and %d more", len(leaves)-5))
 	}
