@@ -21,6 +21,7 @@ func BenchmarkDecide(b *testing.B) {
 	}{
 		{"validated", Options{Timeout: testTimeout}},
 		{"prevalidated", Options{SkipInputValidation: true, Timeout: testTimeout}},
+		{"prevalidated/topdown", Options{SkipInputValidation: true, Timeout: testTimeout, Evaluator: EvaluatorTopDown}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			p, err := Prepare(context.Background(), DefaultSet(), tc.opts)
@@ -58,10 +59,14 @@ func reportQuantiles(b *testing.B, times []time.Duration) {
 // BenchmarkReplay measures replay throughput of the default pack over a
 // batch of 2,000 recorded production decisions, on GOMAXPROCS workers: with
 // the default GOGC, and with GOGC=400 as `hallmark policy replay` runs it
-// (cmd/hallmark tuneBatchGC).
+// (cmd/hallmark tuneBatchGC); and top-down as the reference.
 func BenchmarkReplay(b *testing.B) {
 	ctx := context.Background()
 	p, err := Prepare(ctx, DefaultSet(), Options{SkipInputValidation: true, Timeout: testTimeout})
+	if err != nil {
+		b.Fatal(err)
+	}
+	top, err := Prepare(ctx, DefaultSet(), Options{SkipInputValidation: true, Timeout: testTimeout, Evaluator: EvaluatorTopDown})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,11 +77,16 @@ func BenchmarkReplay(b *testing.B) {
 		in, _ := json.Marshal(m)
 		records[i] = Recorded{ID: string(rune('a' + i%26)), Input: in, Result: Decision{Allow: true}}
 	}
-	for _, gogc := range []int{0, 400} { // 0: leave GOGC as the environment set it
+	for _, tc := range []struct {
+		gogc int // 0: leave GOGC as the environment set it
+		p    *Policy
+	}{{0, p}, {400, p}, {400, top}} {
+		gogc := tc.gogc
 		name := "gogc=default"
 		if gogc > 0 {
 			name = fmt.Sprintf("gogc=%d", gogc)
 		}
+		name += "/" + string(tc.p.Evaluator())
 		b.Run(name, func(b *testing.B) {
 			if gogc > 0 {
 				defer debug.SetGCPercent(debug.SetGCPercent(gogc))
@@ -84,7 +94,7 @@ func BenchmarkReplay(b *testing.B) {
 			b.ReportAllocs()
 			n := 0
 			for b.Loop() {
-				if _, err := Replay(ctx, p, records); err != nil {
+				if _, err := Replay(ctx, tc.p, records); err != nil {
 					b.Fatal(err)
 				}
 				n += len(records)
@@ -99,18 +109,25 @@ func BenchmarkReplay(b *testing.B) {
 // draft on the same input): a production promotion the default pack allows,
 // and the same request still waiting for its second approval (most of a
 // request's evaluations are of that kind: one when it is made and one per
-// approval).
+// approval). Each runs through the plan (what hallmark uses) and, as the
+// reference in the same run, through OPA's top-down evaluator.
 func BenchmarkDecideInput(b *testing.B) {
 	for _, tc := range []struct {
 		name      string
 		approvals int
 		allow     bool
+		evaluator Evaluator
 	}{
-		{"allowed", 2, true},
-		{"waiting", 1, false},
+		{"allowed/plan", 2, true, EvaluatorPlan},
+		{"allowed/topdown", 2, true, EvaluatorTopDown},
+		{"waiting/plan", 1, false, EvaluatorPlan},
+		{"waiting/topdown", 1, false, EvaluatorTopDown},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			p := defaultPolicy(b)
+			p, err := Prepare(context.Background(), DefaultSet(), Options{Timeout: testTimeout, Evaluator: tc.evaluator})
+			if err != nil {
+				b.Fatal(err)
+			}
 			m := readInput(b, "production")
 			m["approvals"] = m["approvals"].([]any)[:tc.approvals]
 			in, err := ParseInput(marshal(b, m))

@@ -550,6 +550,7 @@ type vm struct {
 	ret     *ast.Term
 	out     *ast.Term
 	onOut   func(*ast.Term) error
+	ops     []*ast.Term
 	depth   int
 }
 
@@ -971,7 +972,13 @@ func (m *vm) memoCall(p *Program, fn *function, args []*ast.Term) (*ast.Term, er
 }
 
 func (m *vm) builtin(frame []*ast.Term, in *instr) (*ast.Term, error) {
-	ops := make([]*ast.Term, len(in.args))
+	// One operand buffer serves every call: built-ins read their operands
+	// and may return one of them, but never keep the slice, and none calls
+	// back into the plan.
+	if cap(m.ops) < len(in.args) {
+		m.ops = make([]*ast.Term, len(in.args), 2*len(in.args))
+	}
+	ops := m.ops[:len(in.args)]
 	for j, a := range in.args {
 		ops[j] = m.value(frame, a)
 		if ops[j] == nil {
@@ -981,6 +988,7 @@ func (m *vm) builtin(frame []*ast.Term, in *instr) (*ast.Term, error) {
 	m.out = nil
 	m.bctx.Location = in.loc
 	err := in.bi.f(m.bctx, ops, m.onOut)
+	clear(ops)
 	if err != nil {
 		var halt topdown.Halt
 		if errors.As(err, &halt) {
