@@ -300,6 +300,26 @@ func TestBadDecisionShape(t *testing.T) {
 	}
 }
 
+// TestValidateInputMessageIsStable: several problems are listed in one
+// order every time (the validator visits properties in map order).
+func TestValidateInputMessageIsStable(t *testing.T) {
+	m := readInput(t, "production")
+	set(t, m, "request/alias", 7)
+	set(t, m, "approvals", "none")
+	// JSON nulls where arrays are required (set deletes on nil).
+	m["signatures"], m["candidate"].(map[string]any)["aliases"] = nil, nil
+	in := marshal(t, m)
+	first := ValidateInput(in)
+	if first == nil || strings.Count(first.Error(), "at /") < 3 {
+		t.Fatalf("got %v, want several problems", first)
+	}
+	for range 50 {
+		if err := ValidateInput(in); err == nil || err.Error() != first.Error() {
+			t.Fatalf("got %v, then %v", first, err)
+		}
+	}
+}
+
 func TestValidateInput(t *testing.T) {
 	tests := []struct {
 		name string
