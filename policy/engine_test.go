@@ -115,8 +115,8 @@ func TestDecideIsDeterministic(t *testing.T) {
 	}
 }
 
-func TestDecideTimeout(t *testing.T) {
-	s := mustSet(t, map[string]string{"slow.rego": `package hallmark.promotion
+// slowPolicy would take minutes to decide: 10^10 iterations.
+const slowPolicy = `package hallmark.promotion
 
 # A policy that would take minutes: 10^10 iterations.
 n := count([x |
@@ -126,7 +126,10 @@ n := count([x |
 ])
 
 decision := {"allow": n > 0, "deny": set(), "warn": set(), "required_approvals": 0}
-`})
+`
+
+func TestDecideTimeout(t *testing.T) {
+	s := mustSet(t, map[string]string{"slow.rego": slowPolicy})
 	for e, p := range evaluators(t, s, Options{Timeout: 50 * time.Millisecond}) {
 		start := time.Now()
 		_, err := p.Decide(context.Background(), marshal(t, readInput(t, "staging")))
@@ -154,16 +157,7 @@ func TestDecideCancelled(t *testing.T) {
 
 // TestDecideCancelledDuringEvaluation cancels while a slow policy runs.
 func TestDecideCancelledDuringEvaluation(t *testing.T) {
-	s := mustSet(t, map[string]string{"slow.rego": `package hallmark.promotion
-
-n := count([x |
-	some i in numbers.range(1, 100000)
-	some j in numbers.range(1, 100000)
-	x := i * j
-])
-
-decision := {"allow": n > 0, "deny": set(), "warn": set(), "required_approvals": 0}
-`})
+	s := mustSet(t, map[string]string{"slow.rego": slowPolicy})
 	for e, p := range evaluators(t, s, Options{Timeout: time.Hour}) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(20*time.Millisecond, cancel)

@@ -233,19 +233,9 @@ func New(policy *ir.Policy, entrypoint string) (*Program, error) {
 		}
 		for _, f := range policy.Funcs.Funcs {
 			fn := l.funcs[f.Name]
-			l.conflictMsg = conflictMessage(fn)
-			l.maxLocal = max(int(f.Return), 1)
-			for _, p := range fn.params {
-				l.maxLocal = max(l.maxLocal, p)
+			if err := l.body(fn, f.Blocks, conflictMessage(fn)); err != nil {
+				return nil, fmt.Errorf("function %s: %w", f.Name, err)
 			}
-			for _, b := range f.Blocks {
-				cb, err := l.block(b)
-				if err != nil {
-					return nil, fmt.Errorf("function %s: %w", f.Name, err)
-				}
-				fn.blocks = append(fn.blocks, cb)
-			}
-			fn.frame = l.maxLocal + 1
 		}
 	}
 	for _, p := range policy.Plans.Plans {
@@ -253,16 +243,9 @@ func New(policy *ir.Policy, entrypoint string) (*Program, error) {
 			continue
 		}
 		fn := &function{name: p.Name, params: []int{int(ir.Input), int(ir.Data)}, memo: -1}
-		l.conflictMsg = "complete rules must not produce multiple outputs"
-		l.maxLocal = 1
-		for _, b := range p.Blocks {
-			cb, err := l.block(b)
-			if err != nil {
-				return nil, fmt.Errorf("plan %s: %w", p.Name, err)
-			}
-			fn.blocks = append(fn.blocks, cb)
+		if err := l.body(fn, p.Blocks, "complete rules must not produce multiple outputs"); err != nil {
+			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
 		}
-		fn.frame = l.maxLocal + 1
 		l.prog.plan = fn
 	}
 	if l.prog.plan == nil {
@@ -295,6 +278,25 @@ func conflictMessage(fn *function) string {
 		return "function " + name + " produced conflicting values for the same inputs"
 	}
 	return "rule " + name + " produced conflicting values"
+}
+
+// body loads the blocks of fn and sizes its frame to the highest local
+// they, its parameters and its return use.
+func (l *loader) body(fn *function, blocks []*ir.Block, conflictMsg string) error {
+	l.conflictMsg = conflictMsg
+	l.maxLocal = max(fn.ret, 1)
+	for _, p := range fn.params {
+		l.maxLocal = max(l.maxLocal, p)
+	}
+	for _, b := range blocks {
+		cb, err := l.block(b)
+		if err != nil {
+			return err
+		}
+		fn.blocks = append(fn.blocks, cb)
+	}
+	fn.frame = l.maxLocal + 1
+	return nil
 }
 
 func (l *loader) local(x ir.Local) int {
