@@ -312,8 +312,8 @@ func Prepare(ctx context.Context, set *Set, opts Options) (*Policy, error) {
 const planEntryPoint = "hallmark/promotion/decision"
 
 // preparePlan plans the entry point with OPA's planner and prepares the
-// plan for ireval. Test modules are left out: a decision never depends on
-// them, and planning them could only make the planner refuse the set.
+// plan for ireval. Every module goes in, test files too: top-down compiles
+// them all, and a rule in a test file can add to the decision's package.
 func (p *Policy) preparePlan(ctx context.Context, c *compiled) error {
 	caps, err := Capabilities()
 	if err != nil {
@@ -321,7 +321,7 @@ func (p *Policy) preparePlan(ctx context.Context, c *compiled) error {
 	}
 	modules := make(map[string]string, len(c.modules))
 	for _, f := range p.set.files {
-		if _, ok := c.modules[f.Name]; ok && !strings.HasSuffix(f.Name, "_test.rego") {
+		if _, ok := c.modules[f.Name]; ok {
 			modules[f.Name] = string(f.Data)
 		}
 	}
@@ -334,9 +334,6 @@ func (p *Policy) preparePlan(ctx context.Context, c *compiled) error {
 	}
 	if p.data, err = ast.InterfaceToValue(c.data); err != nil {
 		return fmt.Errorf("plan %s: data: %w", EntryPoint, err)
-	}
-	if err := ireval.CheckData(p.data); err != nil {
-		return fmt.Errorf("plan %s: %s: %w", EntryPoint, DataFile, err)
 	}
 	return nil
 }
@@ -517,6 +514,12 @@ func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer
 	if p.plan != nil && tracer == nil {
 		return p.evalPlan(ctx, in, cancel, &timedOut)
 	}
+	return p.evalTopDown(ctx, in, cancel, &timedOut, tracer)
+}
+
+// evalTopDown evaluates with OPA's top-down evaluator under eval's deadline
+// and cancellation.
+func (p *Policy) evalTopDown(ctx context.Context, in *Input, cancel topdown.Cancel, timedOut *atomic.Bool, tracer topdown.QueryTracer) (*Decision, error) {
 	var buf [len(fixedEvalOptions) + 3]rego.EvalOption
 	evalOpts := append(append(buf[:0], fixedEvalOptions[:]...), in.opt, rego.EvalExternalCancel(cancel))
 	if tracer != nil {
@@ -544,7 +547,12 @@ func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer
 	return toDecision(v)
 }
 
-// evalPlan is eval through the plan; errors read as eval's do.
+// evalPlan is eval through the plan. The plan is trusted with values, not
+// with errors: it evaluates every branch (top-down stops at the first value
+// of a complete rule, `some … in`, every) and so can meet a conflict that
+// top-down never reaches. Any error other than the deadline or the
+// caller's cancellation is answered by OPA's top-down evaluator, whose
+// outcome (a decision or its own error) is the one returned.
 func (p *Policy) evalPlan(ctx context.Context, in *Input, cancel topdown.Cancel, timedOut *atomic.Bool) (*Decision, error) {
 	rs, err := p.plan.Eval(ctx, in.v, p.data, cancel)
 	if err != nil {
@@ -556,7 +564,7 @@ func (p *Policy) evalPlan(ctx context.Context, in *Input, cancel topdown.Cancel,
 				return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, cerr)
 			}
 		}
-		return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
+		return p.evalTopDown(ctx, in, cancel, timedOut, nil)
 	}
 	if len(rs) == 0 {
 		return nil, ErrUndefined

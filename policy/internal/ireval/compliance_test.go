@@ -20,18 +20,17 @@ package ireval_test
 // ireval_harness/query_result on the same documents.
 //
 // Skip classes, with their counts on 2026-11-23 (OPA v1.22.2: 2,400 cases;
-// 2,291 compared):
+// 2,197 compared):
 //
-//   - unsupported: <reason> (105): ireval.New refused the plan. Grouped by
-//     reason in the summary: built-ins with effects (io.jwt.decode_verify
-//     43, io.jwt.encode_sign_raw 14, io.jwt.encode_sign 9, time.now_ns 8,
-//     json.match_schema 5, json.verify_schema 4, net.lookup_ip_addr 3,
-//     http.send 2, opa.runtime, rand.intn, uuid.rfc4122 1 each) and walk (14).
+//   - unsupported: <reason> (198): ireval.New refused the plan, grouped by
+//     reason in the summary: a reference reading rules and base documents
+//     together (52), `with` on data (26), an iteration over data where rules
+//     and base documents meet (16), walk (14), and built-ins with effects
+//     (io.jwt.decode_verify 43, io.jwt.encode_sign_raw 14, io.jwt.encode_sign
+//     9, time.now_ns 8, json.match_schema 5, json.verify_schema 4,
+//     net.lookup_ip_addr 3, http.send 2, opa.runtime, rand.intn,
+//     uuid.rfc4122 1 each). hallmark evaluates all of these top-down.
 //   - plan: <code> (0): ireval.Plan failed.
-//   - data refused by CheckData (2): data/toplevel integer and data/nested
-//     integer read the key "2" as data[2], which only top-down's store
-//     does (OPA's Wasm target lists them as known exceptions, opa#3711);
-//     hallmark runs such data top-down.
 //   - case does not compile (2): the case is a compile error by design
 //     (base/virtual conflicts) or needs a built-in only OPA's own test
 //     binary registers (test.sleep).
@@ -227,11 +226,6 @@ func runCase(t *testing.T, tc cases.TestCase, sum *summary) {
 	if s.data != nil {
 		if data, err = ast.InterfaceToValue(s.data); err != nil {
 			t.Fatalf("data: %v", err)
-		}
-		// Data ireval refuses (keys spelt like numbers, which top-down
-		// also reaches with a number) runs top-down in hallmark.
-		if err := ireval.CheckData(data); err != nil {
-			sum.skip(t, "data refused by CheckData", err.Error())
 		}
 	}
 	want := evalPrepared(ctx, td, s.input)

@@ -22,7 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +33,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+	"github.com/open-policy-agent/opa/v1/util"
 )
 
 // ErrUnsupported marks a plan New will not evaluate; callers fall back to
@@ -57,7 +58,11 @@ func Plan(ctx context.Context, modules map[string]string, caps *ast.Capabilities
 		WithBundle(b).
 		WithCapabilities(caps).
 		WithRegoVersion(ast.RegoV1).
-		WithEntrypoints(entrypoints...)
+		WithEntrypoints(entrypoints...).
+		// Only the entrypoints and what they read: otherwise the rules that
+		// read an entrypoint (tests, say) are planned too, and could only
+		// make the planner refuse.
+		WithPruneUnused(true)
 	if err := c.Build(ctx); err != nil {
 		return nil, err
 	}
@@ -72,45 +77,6 @@ func Plan(ctx context.Context, modules map[string]string, caps *ast.Capabilities
 	return &p, nil
 }
 
-// CheckData refuses base documents the plan would read differently from
-// OPA's top-down evaluator. Top-down reads a ground reference into data
-// through its store, which spells a number in the reference as text, so
-// data[2] finds the key "2"; a plan looks the number up as a number and
-// finds nothing. Only an object key spelt like a number can tell the two
-// apart, so data without one is safe. Callers check data once, before
-// passing it to Eval.
-func CheckData(data ast.Value) error {
-	var found []string
-	var walk func(v ast.Value, path string)
-	walk = func(v ast.Value, path string) {
-		switch c := v.(type) {
-		case ast.Object:
-			c.Foreach(func(k, v *ast.Term) {
-				if s, ok := k.Value.(ast.String); ok && len(found) == 0 {
-					if numberKey.MatchString(string(s)) {
-						found = append(found, path+"/"+string(s))
-						return
-					}
-					walk(v.Value, path+"/"+string(s))
-				}
-			})
-		case *ast.Array:
-			for i := range c.Len() {
-				walk(c.Elem(i).Value, fmt.Sprintf("%s/%d", path, i))
-			}
-		}
-	}
-	walk(data, "")
-	if len(found) > 0 {
-		return fmt.Errorf("%w: data has the key %q (at %s), which top-down Rego also reaches with a number", ErrUnsupported, found[0][strings.LastIndexByte(found[0], '/')+1:], found[0])
-	}
-	return nil
-}
-
-// numberKey matches the keys a Rego number can spell: JSON's number
-// syntax, which is also Rego's.
-var numberKey = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
-
 type opcode uint8
 
 const (
@@ -122,6 +88,7 @@ const (
 	opBlock
 	opBreak
 	opDot
+	opStoreDot
 	opLen
 	opScan
 	opNot
@@ -229,6 +196,7 @@ func New(policy *ir.Policy, entrypoint string) (*Program, error) {
 			l.funcs[f.Name] = fn
 			if len(f.Path) > 0 {
 				l.prog.dynamic[strings.Join(f.Path, "\x00")] = fn
+				l.rulePaths = append(l.rulePaths, f.Path[1:]) // after the g<N> root
 			}
 		}
 		for _, f := range policy.Funcs.Funcs {
@@ -264,6 +232,28 @@ type loader struct {
 	// conflictMsg is what a conflicting assignment in the function being
 	// loaded says, in the words of OPA's top-down evaluator.
 	conflictMsg string
+	// stored holds the locals of the function being loaded that a chain of
+	// lookups from data last wrote (the planner's form of a reference into
+	// data): top-down reads those through its store (see storeDot).
+	stored map[int]bool
+	// storedPath is the path into data of a stored local, nil when a key on
+	// the way is not a constant string.
+	storedPath map[int][]string
+	// rulePaths are the paths of the rules under data.
+	rulePaths [][]string
+}
+
+// mixesRules reports whether a document at path (nil: unknown) in data may
+// hold rules beside base documents. The planner iterates such a document's
+// rules first and top-down its base documents first, which an iteration
+// would show.
+func (l *loader) mixesRules(path []string) bool {
+	for _, r := range l.rulePaths {
+		if path == nil || (len(r) > len(path) && slices.Equal(r[:len(path)], path)) {
+			return true
+		}
+	}
+	return false
 }
 
 // conflictMessage names the rule or function a plan function was made
@@ -284,6 +274,8 @@ func conflictMessage(fn *function) string {
 // they, its parameters and its return use.
 func (l *loader) body(fn *function, blocks []*ir.Block, conflictMsg string) error {
 	l.conflictMsg = conflictMsg
+	l.stored = map[int]bool{int(ir.Data): true}
+	l.storedPath = map[int][]string{int(ir.Data): {}}
 	l.maxLocal = max(fn.ret, 1)
 	for _, p := range fn.params {
 		l.maxLocal = max(l.maxLocal, p)
@@ -428,10 +420,25 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 	case *ir.DotStmt:
 		in.op, in.target = opDot, l.local(s.Target)
 		two(s.Source, s.Key)
+		if err == nil && in.a.local >= 0 && l.stored[in.a.local] {
+			in.op = opStoreDot
+			l.stored[in.target] = true
+			var path []string
+			if in.b.local < 0 && l.storedPath[in.a.local] != nil {
+				if k, ok := in.b.term.Value.(ast.String); ok {
+					path = append(slices.Clip(l.storedPath[in.a.local]), string(k))
+				}
+			}
+			l.storedPath[in.target] = path
+			return in, nil
+		}
 	case *ir.LenStmt:
 		in.op, in.target = opLen, l.local(s.Target)
 		in.a, err = l.operand(s.Source)
 	case *ir.ScanStmt:
+		if l.stored[int(s.Source)] && l.mixesRules(l.storedPath[int(s.Source)]) {
+			return in, fmt.Errorf("%w: an iteration over data where rules and base documents meet", ErrUnsupported)
+		}
 		in.op = opScan
 		in.a = operand{local: l.local(s.Source)}
 		in.b = operand{local: l.local(s.Key)}
@@ -505,14 +512,19 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 		two(s.Key, s.Value)
 		in.loc = l.location(s)
 	case *ir.ObjectMergeStmt:
-		in.op, in.target = opObjectMerge, l.local(s.Target)
-		in.a = operand{local: l.local(s.A)}
-		in.b = operand{local: l.local(s.B)}
-		in.loc = l.location(s)
+		// The planner merges when one reference reads rules and data.json
+		// together; it orders the keys otherwise than top-down, which an
+		// iteration would show.
+		return in, fmt.Errorf("%w: a reference reads rules and %s together", ErrUnsupported, "base documents")
 	case *ir.SetAddStmt:
 		in.op, in.target = opSetAdd, l.local(s.Set)
 		in.a, err = l.operand(s.Value)
 	case *ir.WithStmt:
+		// Under `with data.x as v` top-down reads v as a value and the rest
+		// of data from its store; storeDot cannot tell the two apart.
+		if s.Local == ir.Data {
+			return in, fmt.Errorf("%w: with on data", ErrUnsupported)
+		}
 		in.op, in.target = opWith, l.local(s.Local)
 		for _, p := range s.Path {
 			if p < 0 || p >= len(l.strings) {
@@ -530,6 +542,13 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 		in.a = operand{local: l.local(s.Value)}
 	default:
 		return in, fmt.Errorf("%w: statement %T", ErrUnsupported, s)
+	}
+	// Any other write makes the target an ordinary value: top-down reads
+	// `x := data.t; x[2]` from the value, not the store.
+	// (A with replaces data only inside its block.)
+	if in.op != opWith {
+		delete(l.stored, in.target)
+		delete(l.storedPath, in.target)
 	}
 	return in, err
 }
@@ -563,12 +582,19 @@ var timeNow = time.Now
 const maxDepth = 10000
 
 // Eval runs the program on input (nil: no input document) and data (the base
-// documents, nil for none; data must pass CheckData). It returns the result set: one object per result,
+// documents, nil for none). It returns the result set: one object per result,
 // binding "result" to the entrypoint's value; an empty set when the
 // entrypoint is undefined. cancel may be nil; when it fires, Eval stops with
 // a topdown.Error of code topdown.CancelErr. Conflicts (a complete rule or a
 // function with two values) are topdown.Errors of code topdown.ConflictErr.
-func (p *Program) Eval(ctx context.Context, input ast.Value, data ast.Value, cancel topdown.Cancel) ([]ast.Value, error) {
+func (p *Program) Eval(ctx context.Context, input ast.Value, data ast.Value, cancel topdown.Cancel) (rs []ast.Value, err error) {
+	// A panic means a plan this interpreter misjudged: an error, which the
+	// caller answers by asking OPA's evaluator, not a crashed server.
+	defer func() {
+		if r := recover(); r != nil {
+			rs, err = nil, fmt.Errorf("%w: evaluation panicked: %v", ErrUnsupported, r)
+		}
+	}()
 	m := &vm{
 		ctx:    ctx,
 		cancel: cancel,
@@ -700,8 +726,10 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 				}
 				key.WriteString(string(s))
 			}
+			// A path reaching a function rather than a rule is undefined,
+			// as in top-down: a reference cannot call a function.
 			fn := p.dynamic[key.String()]
-			if fn == nil {
+			if fn == nil || len(fn.params) != len(in.dynArg) {
 				return 0, nil
 			}
 			args := make([]*ast.Term, len(in.dynArg))
@@ -733,6 +761,12 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 			return in.index, nil
 		case opDot:
 			v := dot(m.value(frame, in.a), m.value(frame, in.b))
+			if v == nil {
+				return 0, nil
+			}
+			frame[in.target] = v
+		case opStoreDot:
+			v := storeDot(m.value(frame, in.a), m.value(frame, in.b))
 			if v == nil {
 				return 0, nil
 			}
@@ -1021,6 +1055,38 @@ func dot(src, key *ast.Term) *ast.Term {
 	case ast.Set:
 		if c.Contains(key) {
 			return key
+		}
+	}
+	return nil
+}
+
+// storeDot is dot for a reference into data. OPA's top-down evaluator
+// reads such references from its store, whose paths are text: a number key
+// is looked up by its spelling (data.t[2] finds "2"), an array by any text
+// that reads as an integer (data.a["0"], "+0", "00"); booleans, null and
+// composites find nothing.
+func storeDot(src, key *ast.Term) *ast.Term {
+	if src == nil || key == nil {
+		return nil
+	}
+	var seg string
+	switch k := key.Value.(type) {
+	case ast.String:
+		if o, ok := src.Value.(ast.Object); ok {
+			return o.Get(key)
+		}
+		seg = string(k)
+	case ast.Number:
+		seg = k.String()
+	default:
+		return nil
+	}
+	switch c := src.Value.(type) {
+	case ast.Object:
+		return c.Get(ast.StringTerm(seg))
+	case *ast.Array:
+		if i, ok := util.Atoi(seg); ok && i >= 0 && i < c.Len() {
+			return c.Elem(i)
 		}
 	}
 	return nil

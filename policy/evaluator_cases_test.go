@@ -1,0 +1,427 @@
+package policy
+
+// Cases where a plan could read a set otherwise than OPA's top-down
+// evaluator (found by a review of the plan interpreter, each a failure
+// before its fix): every one must give the same decision, or the same
+// error, through both.
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// decideBoth evaluates the set with the plan (when the set gets one) and
+// top-down on input and returns both outcomes as text; a panic is an
+// outcome too.
+func decideBoth(t *testing.T, files map[string]string, input []byte) (plan, td string) {
+	t.Helper()
+	s := mustSet(t, files)
+	out := map[Evaluator]string{}
+	for _, e := range []Evaluator{EvaluatorAuto, EvaluatorTopDown} {
+		p, err := Prepare(context.Background(), s, Options{Evaluator: e, Timeout: testTimeout, SkipInputValidation: true})
+		if err != nil {
+			t.Fatalf("Prepare(%s): %v", e, err)
+		}
+		var d *Decision
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("PANIC: %v", r)
+				}
+			}()
+			d, err = p.Decide(context.Background(), input)
+		}()
+		if err != nil {
+			out[e] = "error: " + err.Error()
+		} else {
+			out[e] = fmt.Sprintf("%+v", *d)
+		}
+	}
+	return out[EvaluatorAuto], out[EvaluatorTopDown]
+}
+
+func agree(t *testing.T, files map[string]string, input []byte) {
+	t.Helper()
+	plan, td := decideBoth(t, files, input)
+	if plan != td {
+		t.Errorf("plan and top-down disagree\n plan:     %s\n top-down: %s", plan, td)
+	}
+}
+
+const showV = `package hallmark.promotion
+
+decision := {"allow": true, "deny": set(), "warn": {{"rule": "v", "message": sprintf("%v", [v])}}, "required_approvals": 0}
+`
+
+// staging is the staging sample input, with meta as the candidate's
+// metadata when given.
+func staging(t *testing.T, meta map[string]any) []byte {
+	in := readInput(t, "staging")
+	if meta != nil {
+		in["candidate"].(map[string]any)["metadata"] = meta
+	}
+	return marshal(t, in)
+}
+
+func TestEvaluatorsAgreeOnTestModuleContributes(t *testing.T) {
+	agree(t, map[string]string{
+		"p.rego": `package hallmark.promotion
+
+decision := {"allow": count(deny) == 0, "deny": deny, "warn": set(), "required_approvals": 0}
+
+deny contains {"rule": "revoked", "message": "revoked"} if input.candidate.revoked
+`,
+		"p_test.rego": `package hallmark.promotion
+
+deny contains {"rule": "from.test.file", "message": "a test module's rule"} if input.request.alias == "staging"
+
+test_x if true
+`,
+	}, staging(t, nil))
+}
+
+func TestEvaluatorsAgreeOnDataArrayStringIndex(t *testing.T) {
+	agree(t, map[string]string{
+		"p.rego": showV + `
+v := [x | some k in ["0", "1", 0, 1.0, "00", true]; x := data.arr[k]]
+`,
+		"data.json": `{"arr": ["a", "b"]}`,
+	}, staging(t, nil))
+}
+
+func TestEvaluatorsAgreeOnDataBoolKey(t *testing.T) {
+	agree(t, map[string]string{
+		"p.rego": showV + `
+v := [x | some k in [true, false, null]; x := data.obj[k]]
+`,
+		"data.json": `{"obj": {"true": "T", "false": "F", "null": "N"}}`,
+	}, staging(t, nil))
+}
+
+func TestEvaluatorsAgreeOnIterationOrder(t *testing.T) {
+	agree(t, map[string]string{
+		"p.rego": showV + `
+s := {x | some x in [3, "a", {"k": 1}, [1], 1.5, null, true, {2}]}
+o := {"b": 1, "a": 2, "1": 3, "A": 4}
+v := [[x | some x in s], [k | some k, _ in o], [k | some k, _ in input.candidate.metadata], [x | some x in input.candidate.metadata]]
+`,
+	}, staging(t, map[string]any{"z": 1, "a": 2, "m": 3, "é": 4, "B": 5}))
+}
+
+func TestEvaluatorsAgreeOnMetadata(t *testing.T) {
+	agree(t, map[string]string{
+		"p.rego": showV + `
+# METADATA
+# title: V rule
+# custom:
+#   severity: high
+v := [rego.metadata.rule(), rego.metadata.chain()]
+`,
+	}, staging(t, nil))
+}
+
+func TestEvaluatorsAgreeOnBatch2(t *testing.T) {
+	cases := map[string]struct {
+		rego, data string
+		extra      string
+	}{
+		"print": {rego: `
+v := x if { x := 1; print("hi", x) }
+`},
+		"template": {rego: `
+v := [$"a {data.nope.x} b {1.0} {[1, {2}]} {{"k": null}}", $"{input.request.alias}"]
+`},
+		"merge": {rego: `
+v := [data.cfg.limits, data.cfg, [k | some k, _ in data.cfg.limits], object.keys(data.cfg)]
+`, data: `{"cfg": {"limits": {"x": 1}, "z": [1]}}`, extra: "package cfg\nlimits.y := 2\n"},
+		"merge-with": {rego: `
+v := [a, b, c] if {
+	a := data.cfg.limits with data.cfg.limits.x as 5
+	b := data.cfg with data.cfg.limits.y as 7
+	c := data.cfg with data.cfg.limits as 7
+}
+`, data: `{"cfg": {"limits": {"x": 1}}}`, extra: "package cfg\nlimits.y := 2\n"},
+		"memo-with": {rego: `
+r := input.request.alias
+s := r
+v := [a, b, c, d, e] if {
+	a := s
+	b := s with input.request.alias as "x"
+	c := s
+	d := r with input.request as {"alias": "y"}
+	e := s
+}
+`},
+		"memo-first-in-with": {rego: `
+r := input.request.alias
+s := [r, t]
+t := r
+v := [b, c, d] if {
+	b := s with input.request.alias as "x"
+	c := s
+	d := t with input.request.alias as "z"
+}
+`},
+		"mock-fn": {rego: `
+f(x) := x + 1
+g(x) := x * 10
+h(x) := f(x) + 100
+v := [a, b, c, d, e, ff] if {
+	a := f(1)
+	b := f(1) with f as g
+	c := h(1) with f as g
+	d := h(1) with f as 5
+	e := 0
+	ff := h(2)
+}
+`},
+		"mock-builtin-in-rule": {rego: `
+r := count(input.approvals)
+v := [a, b, c] if {
+	a := r
+	b := r with count as 42
+	c := r
+}
+`},
+		"with-data-rule": {rego: `
+q := 1
+p := q + 1
+v := [a, b, c, d] if {
+	a := p
+	b := p with data.hallmark.promotion.q as 10
+	c := p with q as 20
+	d := data.hallmark.promotion.p with data.hallmark.promotion.q as 3
+}
+`},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			files := map[string]string{"p.rego": showV + c.rego}
+			if c.data != "" {
+				files["data.json"] = c.data
+			}
+			if c.extra != "" {
+				files["cfg.rego"] = c.extra
+			}
+			agree(t, files, staging(t, nil))
+		})
+	}
+}
+
+func TestEvaluatorsAgreeOnVirtualIterationOrder(t *testing.T) {
+	cases := map[string]struct{ rego, data, extra string }{
+		"rules-only": {rego: `
+v := [[k | some k, _ in data.cfg], [x | some x in data.cfg], [k | data.cfg[k]]]
+`, extra: "package cfg\nz := 1\na := 2\nm := 3\n"},
+		"rules-and-base": {rego: `
+v := [[k | some k, _ in data.cfg], [x | some x in data.cfg]]
+`, data: `{"cfg": {"b": 20, "y": 30}}`, extra: "package cfg\nz := 1\na := 2\n"},
+		"refhead-and-base": {rego: `
+v := [[k | some k, _ in data.cfg.limits], [x | some x in data.cfg.limits]]
+`, data: `{"cfg": {"limits": {"x": 1}}}`, extra: "package cfg\nlimits.a := 2\n"},
+		"partial-set-and-obj": {rego: `
+v := [[k | some k, _ in data.cfg.o], [x | some x in data.cfg.s], [k | some k, _ in data.cfg]]
+`, extra: "package cfg\no[k] := 1 if some k in [\"z\", \"a\", \"m\"]\ns contains x if some x in [3, 1, 2]\nb.c := 1\nb.a := 2\n"},
+		"nested-pkgs": {rego: `
+v := [[k | some k, _ in data.cfg], [k | some k, _ in data.cfg.sub]]
+`, data: `{"cfg": {"a": {"x": 1}, "q": 2}}`, extra: "package cfg.sub\nz := 1\nb := 2\n"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			files := map[string]string{"p.rego": showV + c.rego, "cfg.rego": c.extra}
+			if c.data != "" {
+				files["data.json"] = c.data
+			}
+			agree(t, files, staging(t, nil))
+		})
+	}
+}
+
+func TestEvaluatorsAgreeOnDynamic(t *testing.T) {
+	cases := map[string]struct{ rego, data, extra string }{
+		"fn-by-input": {rego: `
+v := [x | x := data.cfg[input.request.alias]]
+`, extra: "package cfg\nstaging(x) := x\na := 1\n"},
+		"fn-by-input-nested": {rego: `
+v := [x | x := data.cfg[input.request.alias].y]
+`, extra: "package cfg\nstaging.y(x) := x\na.y := 1\n"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			files := map[string]string{"p.rego": showV + c.rego, "cfg.rego": c.extra}
+			if c.data != "" {
+				files["data.json"] = c.data
+			}
+			agree(t, files, staging(t, nil))
+		})
+	}
+}
+
+func TestEvaluatorsAgreeOnEarlyExit(t *testing.T) {
+	cases := map[string]string{
+		"complete-true": `
+f(x) := 1 if x > 0
+f(x) := 2 if x > 1
+ok if { some x in [1, 2]; f(x) == 1 }
+v := ok
+`,
+		"complete-const": `
+f(x) := 1 if x > 0
+f(x) := 2 if x > 1
+ok := "yes" if { some x in [1, 2]; f(x) == 1 }
+v := ok
+`,
+		"rule-conflict-later": `
+r[k] := 1 if some k in ["a"]
+r[k] := 2 if some k in ["a"]
+ok if { some x in [1, 2]; x == 1 }
+ok if { r.a }
+v := ok
+`,
+		"function-true": `
+f(x) := 1 if x > 0
+f(x) := 2 if x > 1
+g(y) if { some x in y; f(x) == 1 }
+v := g([1, 2])
+`,
+		"not-early": `
+f(x) := 1 if x > 0
+f(x) := 2 if x > 1
+v := true if { not any }
+any if { some x in [1, 2]; f(x) > 5 }
+`,
+		"every": `
+f(x) := 1 if x > 0
+f(x) := 2 if x > 1
+v := true if { every x in [1, 2] { f(x) > 5 } }
+`,
+		"in-set": `
+f(x) := 1 if x > 0
+f(x) := 2 if x > 1
+v := true if { some x in [1, 2]; f(x) == 1 }
+`,
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": showV + c}, staging(t, nil))
+		})
+	}
+}
+
+// TestEvaluatorsAgreeOnRaceSharedInput shares one plan, one input and the
+// set's data between goroutines (run with -race): `with` must copy, never
+// change, what it replaces.
+func TestEvaluatorsAgreeOnRaceSharedInput(t *testing.T) {
+	s := mustSet(t, map[string]string{"p.rego": showV + `
+r := count(input.candidate.metadata)
+v := [a, b, c] if {
+	a := r with input.candidate.metadata.zz as 1
+	b := [k | some k, _ in input.candidate.metadata]
+	c := [k | some k, _ in data.cfg]
+}
+`, "data.json": `{"cfg": {"z": 1, "a": 2, "m": {"y": 1, "b": 2}}}`})
+	p, err := Prepare(context.Background(), s, Options{Evaluator: EvaluatorPlan, Timeout: testTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		in, err := parseUnvalidated(staging(t, map[string]any{"z": 1, "a": 2, "m": 3, "q": map[string]any{"y": 1, "b": 2}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		for range 2 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				if _, err := p.DecideInput(context.Background(), in); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		<-done
+		<-done
+	}
+}
+
+func TestEvaluatorsAgreeOnDataCompositeKey(t *testing.T) {
+	cases := map[string]string{
+		"object-key":  `v := [x | some a in input.approvals; x := data.cfg[a]]`,
+		"array-key":   `v := [x | some a in [[1], {"a": 1}, {1}]; x := data.cfg[a]]`,
+		"array-key2":  `v := [x | some a in [[1], {"a": 1}, {1}]; x := data.arr[a]]`,
+		"neg-and-big": `v := [x | some a in ["-0", "+0", " 0", "0x0", "1e0", 1e0, -0, "01"]; x := data.arr[a]]`,
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": showV + c + "\n", "data.json": `{"cfg": {"m": ["p", "q"], "z": 1}, "arr": ["a", "b"]}`}, staging(t, nil))
+		})
+	}
+}
+
+func TestEvaluatorsAgreeOnWithNonObject(t *testing.T) {
+	cases := map[string]string{
+		"input-string": `v := [a, b] if { a := input.request.alias with input.request.alias.y as 1; b := input.request with input.request.alias.y as 1 }`,
+		"data-array":   `v := [a, b] if { a := data.arr with data.arr.x as 1; b := data.arr with data.arr["0"] as "z" }`,
+		"data-scalar":  `v := [a, b] if { a := data.cfg with data.cfg.z.w as 1; b := data.cfg.z.w with data.cfg.z.w as 1 }`,
+		"data-missing": `v := [a, b] if { a := data.nope with data.nope.w as 1; b := data.cfg with data.cfg.n.w as 1 }`,
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": showV + c + "\n", "data.json": `{"cfg": {"m": ["p", "q"], "z": 1}, "arr": ["a", "b"]}`}, staging(t, nil))
+		})
+	}
+}
+
+func TestEvaluatorsAgreeOnNumberSpelling(t *testing.T) {
+	cases := map[string]string{
+		"set-literal":      `v := [{x, y}, {y, x}] if { x := 1; y := 1.0 }`,
+		"obj-literal":      `v := [{x: "a", y: "b"}, {y: "b", x: "a"}] if { x := 1; y := 1.0 }`,
+		"obj-literal-same": `v := [{x: "a", y: "a"}, {y: "a", x: "a"}] if { x := 1; y := 1.0 }`,
+		"set-compr":        `v := [{x | some x in [1, 1.0]}, {x | some x in [1.0, 1]}]`,
+		"obj-compr":        `v := [{x: 1 | some x in [1, 1.0]}, {x: 1 | some x in [1.0, 1]}]`,
+		"partial-set":      "v := s\ns contains x if some x in [1, 1.0, 2.0, 2]",
+		"partial-obj":      "v := o\no[x] := 1 if some x in [1, 1.0, 2.0, 2]",
+		"partial-obj2":     "v := o\no[x] := y if { some i, x in [1, 1.0]; y := [\"a\", \"a\"][i] }",
+		"data-num":         `v := [data.n, data.n == 1, {data.n, 1}, {1, data.n}]`,
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": showV + c + "\n", "data.json": `{"n": 1.0}`}, staging(t, map[string]any{"n": []any{1, 1.0, 1e0}}))
+		})
+	}
+}
+
+func TestEvaluatorsAgreeOnWithDataNumberKey(t *testing.T) {
+	cases := map[string]string{
+		"obj":           `v := [a] if { a := data.cfg[1] with data.cfg as {"1": "x"} }`,
+		"arr":           `v := [b] if { b := data.arr2["0"] with data.arr2 as ["q"] }`,
+		"arr-base":      `v := [b] if { b := data.arr["0"] with data.cfg as 1 }`,
+		"arr-with-elem": `v := [b] if { b := data.arr["0"] with data.arr as ["z"] }`,
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": showV + c + "\n", "data.json": `{"cfg": {"m": ["p", "q"], "z": 1}, "arr": ["a", "b"]}`}, staging(t, nil))
+		})
+	}
+}
+
+func TestEvaluatorsAgreeOnNumberKeySpellings(t *testing.T) {
+	agree(t, map[string]string{"p.rego": showV + `
+v := [[s, x] | some s in ["01", "+1", ".5", "1.", "0x1p0", "1E2", "00"]; x := data.m[to_number(s)]]
+`, "data.json": `{"m": {"01": "jan", "+1": "plus", ".5": "half", "1.": "dot", "0x1p0": "hex", "00": "zz"}}`}, staging(t, nil))
+}
+
+func TestEvaluatorsAgreeOnRefHeadLookup(t *testing.T) {
+	cases := map[string]string{
+		"ref-vs-generic":          "r.a := 1\nr[k] := 2 if k := \"a\"\nv := r.a",
+		"ref-vs-generic-b":        "r.a := 1\nr[k] := 2 if k := \"a\"\nv := r.b",
+		"nested":                  "r.a.b := 1\nr.a[k] := 2 if k := \"b\"\nv := r.a.b",
+		"partial-conflict":        "o[x] := y if { some i, x in [1, 1.0]; y := [\"a\", \"b\"][i] }\nv := o",
+		"partial-conflict-lookup": "o[x] := y if { some i, x in [1, 2.0]; y := [\"a\", \"b\"][i] }\no[2] := \"c\"\nv := o[1]",
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": showV + c + "\n"}, staging(t, nil))
+		})
+	}
+}
