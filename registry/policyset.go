@@ -159,30 +159,39 @@ func activePolicySetDigest(st stateReader) (string, error) {
 
 func defaultPolicyDigest() string { return policy.DefaultSet().Digest().String() }
 
-// preparedPolicies caches compiled sets by digest. Sets are immutable, so a
-// digest always compiles to the same policy; the cache is shared by every
-// registry of the process and holds as many entries as sets were used.
-var preparedPolicies sync.Map // digest text -> *policy.Policy
+// preparedPolicies caches compiled sets by digest and evaluator. Sets are
+// immutable, so a digest always compiles to the same policy; the cache is
+// shared by every registry of the process and holds as many entries as sets
+// were used.
+var preparedPolicies sync.Map // preparedKey -> *policy.Policy
+
+type preparedKey struct {
+	digest    string
+	evaluator policy.Evaluator
+}
 
 // policyOptions configure the compiled sets (the evaluation deadline is
 // policy.DefaultTimeout).
-var policyOptions = policy.Options{}
+func (r *Registry) policyOptions() policy.Options {
+	return policy.Options{Evaluator: r.opts.PolicyEvaluator}
+}
 
 // preparePolicy returns the compiled set of digest, reading its text from
 // st (or the blob store), compiling it on first use.
 func (r *Registry) preparePolicy(ctx context.Context, st stateReader, digest string) (*policy.Policy, error) {
-	if p, ok := preparedPolicies.Load(digest); ok {
+	key := preparedKey{digest, r.opts.PolicyEvaluator}
+	if p, ok := preparedPolicies.Load(key); ok {
 		return p.(*policy.Policy), nil
 	}
 	set, err := r.loadPolicySet(ctx, st, digest)
 	if err != nil {
 		return nil, err
 	}
-	p, err := policy.Prepare(ctx, set, policyOptions)
+	p, err := policy.Prepare(ctx, set, r.policyOptions())
 	if err != nil {
 		return nil, fmt.Errorf("compiling policy set %s: %w", digest, err)
 	}
-	v, _ := preparedPolicies.LoadOrStore(digest, p)
+	v, _ := preparedPolicies.LoadOrStore(key, p)
 	return v.(*policy.Policy), nil
 }
 
@@ -357,11 +366,11 @@ func (r *Registry) recordPolicySet(ctx context.Context, actor Actor, files []pol
 	}
 	digest := ev.Digest
 	// Compile it now, outside the sequencer: decisions will need it.
-	p, err := policy.Prepare(ctx, set, policyOptions)
+	p, err := policy.Prepare(ctx, set, r.policyOptions())
 	if err != nil {
 		return PolicySet{}, fmt.Errorf("compiling policy set %s: %w", digest, err)
 	}
-	preparedPolicies.LoadOrStore(digest, p)
+	preparedPolicies.LoadOrStore(preparedKey{digest, r.opts.PolicyEvaluator}, p)
 	var out PolicySet
 	_, err = r.log.Append(ctx, func(tx *ledger.Tx) error {
 		if err := r.catchUp(ctx, tx); err != nil {

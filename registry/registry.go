@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hallmark-dev/hallmark/ledger"
+	"github.com/hallmark-dev/hallmark/policy"
 	"github.com/hallmark-dev/hallmark/registry/blob"
 	"github.com/hallmark-dev/hallmark/signing"
 )
@@ -29,6 +30,11 @@ type Options struct {
 	// MaxFiles bounds the files of one version. The default is
 	// DefaultMaxFiles.
 	MaxFiles int
+	// PolicyEvaluator chooses how policy sets evaluate decisions (the zero
+	// value, policy.EvaluatorAuto, runs OPA's plan where it applies);
+	// policy.EvaluatorTopDown is the operator's switch back to OPA's
+	// top-down evaluator for every set.
+	PolicyEvaluator policy.Evaluator
 }
 
 // Registry is the application core over one ledger and one blob store. Its

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/hallmark-dev/hallmark/internal/server"
 	"github.com/hallmark-dev/hallmark/ledger"
+	"github.com/hallmark-dev/hallmark/policy"
 	"github.com/hallmark-dev/hallmark/registry"
 	"github.com/hallmark-dev/hallmark/registry/export"
 )
@@ -50,6 +52,9 @@ type serveConfig struct {
 	// TLS names the certificate, key and client CA files; the zero value
 	// serves plain HTTP/1.1 and h2c.
 	TLS server.TLSFiles
+	// PolicyEvaluator is how policy sets evaluate decisions (the zero value:
+	// OPA's plan where it applies).
+	PolicyEvaluator policy.Evaluator
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -74,6 +79,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	gcGrace := fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced blob is kept (longer than any push)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", server.DefaultShutdownTimeout, "at SIGINT or SIGTERM, how long open requests may take to finish before they are cut off")
 	minCoverage := fs.Float64("policy-min-coverage", registry.DefaultPolicyMinCoverage, "test coverage, in percent (0-100), a policy set needs to be published; 0: no floor")
+	evaluator := fs.String("policy-evaluator", "auto", "how decisions are evaluated: auto (OPA's plan of the entry point where it applies, else top-down) or topdown (OPA's top-down evaluator for every set)")
 	if pos, err := parseFlags(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -85,6 +91,15 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *maxExport == 0 {
 		return usagef("--max-export-entries 0: want at least 1")
+	}
+	var policyEvaluator policy.Evaluator
+	switch *evaluator {
+	case "auto":
+		policyEvaluator = policy.EvaluatorAuto
+	case "topdown":
+		policyEvaluator = policy.EvaluatorTopDown
+	default:
+		return usagef("--policy-evaluator %q: want auto or topdown", *evaluator)
 	}
 	if *minUploadRate < 0 {
 		return usagef("--min-upload-rate %d: want bytes per second, or 0 for no floor", *minUploadRate)
@@ -136,6 +151,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		ShutdownTimeout: *shutdownTimeout,
 		Limits: server.Limits{MaxMessageBytes: *maxMsg, MaxConcurrentUploads: *maxUploads, MaxConcurrentDownloads: *maxDownloads, MinFreeBytes: *minFree, RPCTimeout: *rpcTimeout, MaxExportEntries: *maxExport,
 			MinUploadRate: uploadRate, DownloadStallTimeout: *downloadStall},
+		PolicyEvaluator:   policyEvaluator,
 		GCInterval:        *gcInterval,
 		GCGrace:           *gcGrace,
 		PolicyMinCoverage: coverage,
@@ -208,7 +224,7 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 			return err
 		}
 	}
-	st, err := server.Open(ctx, cfg.DataDir, server.OpenOptions{Origin: cfg.Origin, Logger: log})
+	st, err := server.Open(ctx, cfg.DataDir, server.OpenOptions{Origin: cfg.Origin, Logger: log, PolicyEvaluator: cfg.PolicyEvaluator})
 	if err != nil {
 		return dataDirError(cfg.DataDir, err, "stop it first: one server per data directory")
 	}
@@ -226,7 +242,7 @@ func serve(ctx context.Context, cfg serveConfig, ln net.Listener, out io.Writer)
 	}
 	printStartup(out, cfg, st, url, tlsCfg)
 	log.Info("serving", "url", url, "data_dir", cfg.DataDir, "origin", l.Origin(), "size", l.Size(), "log_key", l.VerifierKey(),
-		"tls", tlsCfg != nil, "client_ca", cfg.TLS.ClientCAFile)
+		"tls", tlsCfg != nil, "client_ca", cfg.TLS.ClientCAFile, "policy_evaluator", cmp.Or(string(cfg.PolicyEvaluator), "auto"))
 	if tlsCfg == nil && !isLoopback(ln.Addr()) {
 		fmt.Fprintf(out, "WARNING: serving plain HTTP on %s, which is not a loopback address: bearer tokens and artifacts cross the network unencrypted. "+
 			"Pass --tls-cert and --tls-key, or put a TLS-terminating proxy in front.\n", ln.Addr())

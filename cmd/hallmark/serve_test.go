@@ -282,6 +282,39 @@ test_allows if promotion.decision.allow
 	}
 }
 
+// TestServePolicyEvaluatorFlag: --policy-evaluator reaches the server (its
+// start-up log names it) and anything but auto or topdown is a usage error.
+func TestServePolicyEvaluatorFlag(t *testing.T) {
+	for _, tc := range []struct{ flag, want string }{{"", "policy_evaluator=auto"}, {"topdown", "policy_evaluator=topdown"}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		out, errs := &syncBuffer{}, &syncBuffer{}
+		e := &env{stdin: strings.NewReader(""), stdout: out, stderr: errs, getenv: func(string) string { return "" }}
+		args := []string{"serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}
+		if tc.flag != "" {
+			args = append(args, "--policy-evaluator", tc.flag)
+		}
+		done := make(chan int, 1)
+		go func() { done <- run(ctx, e, args) }()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "hallmark serving "); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("serve %v did not start: %q", args, out.String())
+			}
+		}
+		cancel()
+		if c := <-done; c != 0 {
+			t.Errorf("serve %v: exit %d", args, c)
+		}
+		if !strings.Contains(errs.String(), tc.want) {
+			t.Errorf("serve %v: log %q does not say %s", args, errs.String(), tc.want)
+		}
+	}
+	code, _, stderr := runCmd(t, "", "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--policy-evaluator", "plan")
+	if code != 2 || !strings.Contains(stderr, `--policy-evaluator "plan": want auto or topdown`) {
+		t.Errorf("--policy-evaluator plan: exit %d, %q; want a usage error", code, stderr)
+	}
+}
+
 // TestServeLimitFlagsRefused: limit flags that would mean nothing (or no
 // limit by accident) are usage errors, naming the flag, before anything
 // starts.

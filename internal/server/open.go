@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hallmark-dev/hallmark/ledger"
+	"github.com/hallmark-dev/hallmark/policy"
 	"github.com/hallmark-dev/hallmark/registry"
 	"github.com/hallmark-dev/hallmark/registry/blob"
 )
@@ -37,6 +38,8 @@ type OpenOptions struct {
 	BlobOptions blob.Options
 	// Now is the registry's clock (tests). The default is time.Now.
 	Now func() time.Time
+	// PolicyEvaluator is registry.Options.PolicyEvaluator.
+	PolicyEvaluator policy.Evaluator
 }
 
 // Stores are the opened parts of a data directory.
@@ -126,7 +129,7 @@ func Open(ctx context.Context, dir string, opts OpenOptions) (_ *Stores, err err
 	}
 	st.Trusted = loaded
 	log.Info("trust store", "dir", tdir, "public_keys", len(trust.PublicKeys), "roots", len(trust.Roots), "files", loaded)
-	st.Registry, err = registry.Open(st.Ledger, st.Blobs, registry.Options{Trust: trust, Now: opts.Now, Logger: log})
+	st.Registry, err = registry.Open(st.Ledger, st.Blobs, registry.Options{Trust: trust, Now: opts.Now, Logger: log, PolicyEvaluator: opts.PolicyEvaluator})
 	if err != nil {
 		return nil, fmt.Errorf("opening registry: %w", err)
 	}
