@@ -23,6 +23,9 @@ func decideBoth(t *testing.T, files map[string]string, input []byte) (plan, td s
 		if err != nil {
 			t.Fatalf("Prepare(%s): %v", e, err)
 		}
+		if e == EvaluatorAuto {
+			t.Logf("evaluator %s (%v)", p.Evaluator(), p.PlanRefused())
+		}
 		var d *Decision
 		func() {
 			defer func() {
