@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -111,7 +110,6 @@ const (
 	opArrayAppend
 	opObjectInsert
 	opObjectInsertOnce
-	opObjectMerge
 	opSetAdd
 	opWith
 	opResultSetAdd
@@ -160,10 +158,9 @@ type builtinFn struct {
 
 // Program is a plan prepared for evaluation. It is safe for concurrent use.
 type Program struct {
-	plan     *function
-	memos    int
-	needTime bool
-	dynamic  map[string]*function
+	plan    *function
+	memos   int
+	dynamic map[string]*function
 }
 
 // New prepares the plan named entrypoint of policy.
@@ -393,9 +390,6 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 		if decl.Relation || decl.Decl == nil || len(in.args) != len(decl.Decl.FuncArgs().Args) {
 			return in, fmt.Errorf("%w: built-in %q", ErrUnsupported, s.Func)
 		}
-		if decl.Name == "time.now_ns" {
-			l.prog.needTime = true
-		}
 		if decl.Nondeterministic || decl.Name == "trace" || decl.Name == "internal.print" {
 			return in, fmt.Errorf("%w: built-in %q has effects beyond its result", ErrUnsupported, s.Func)
 		}
@@ -575,8 +569,6 @@ type vm struct {
 	depth   int
 }
 
-var timeNow = time.Now
-
 // maxDepth bounds nested calls. Rego has no recursion, so only a hostile
 // or corrupt plan goes deep; it fails instead of exhausting the stack.
 const maxDepth = 10000
@@ -603,15 +595,13 @@ func (p *Program) Eval(ctx context.Context, input ast.Value, data ast.Value, can
 		stack:  make([]*ast.Term, 0, 256),
 	}
 	m.onOut = m.setOut
+	// No clock, seed or runtime: the built-ins that read them are refused
+	// at New as non-deterministic.
 	m.bctx = topdown.BuiltinContext{
-		Context:      ctx,
-		Metrics:      metrics.NoOp(),
-		Cancel:       cancel,
-		Cache:        builtins.Cache{},
-		Capabilities: nil,
-	}
-	if p.needTime {
-		m.bctx.Time = ast.UIntNumberTerm(uint64(timeNow().UnixNano()))
+		Context: ctx,
+		Metrics: metrics.NoOp(),
+		Cancel:  cancel,
+		Cache:   builtins.Cache{},
 	}
 	var in, d *ast.Term
 	if input != nil {
@@ -857,12 +847,6 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 				}
 			}
 			obj.Insert(k, v)
-		case opObjectMerge:
-			merged, err := merge(frame[in.a.local], frame[in.b.local], in.loc)
-			if err != nil {
-				return 0, err
-			}
-			frame[in.target] = merged
 		case opSetAdd:
 			s, ok := frame[in.target].Value.(ast.Set)
 			if !ok {
@@ -1122,26 +1106,4 @@ func isKind(t *ast.Term, op opcode) bool {
 		return op == opIsSet
 	}
 	return false
-}
-
-// merge combines a base document and the virtual documents beside it;
-// the compiler keeps their keys apart, so overlapping scalars are a
-// conflict.
-func merge(a, b *ast.Term, loc *ast.Location) (*ast.Term, error) {
-	if a == nil {
-		return b, nil
-	}
-	if b == nil {
-		return a, nil
-	}
-	ao, ok1 := a.Value.(ast.Object)
-	bo, ok2 := b.Value.(ast.Object)
-	if !ok1 || !ok2 {
-		return nil, conflict(loc, "cannot merge a base document with a virtual document of another type")
-	}
-	out, ok := ao.Merge(bo)
-	if !ok {
-		return nil, conflict(loc, "base and virtual documents overlap")
-	}
-	return ast.NewTerm(out), nil
 }
