@@ -12,6 +12,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 )
@@ -121,6 +122,15 @@ func validationMessage(ve *jsonschema.ValidationError) string {
 				for _, p := range e.InstanceLocation {
 					loc += "/" + p
 				}
+			}
+			// Property lists come from map iteration too.
+			switch k := e.ErrorKind.(type) {
+			case *kind.Required:
+				slices.Sort(k.Missing)
+			case *kind.AdditionalProperties:
+				slices.Sort(k.Properties)
+			case *kind.DependentRequired:
+				slices.Sort(k.Missing)
 			}
 			leaves = append(leaves, fmt.Sprintf("at %s: %s", loc, e.ErrorKind.LocalizedString(englishPrinter)))
 			return
