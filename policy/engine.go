@@ -497,43 +497,76 @@ func (p *Policy) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
 	}
-	// One Cancel per evaluation, fired by the deadline timer or by ctx. This
-	// replaces a derived context with a deadline plus the goroutine that OPA
-	// otherwise starts per evaluation to watch it.
-	cancel := topdown.NewCancel()
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(p.opts.Timeout, func() {
-		timedOut.Store(true)
-		cancel.Cancel()
-	})
-	defer timer.Stop()
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, cancel.Cancel)
-		defer stop()
-	}
 	if p.plan != nil && tracer == nil {
-		return p.evalPlan(ctx, in, cancel, &timedOut)
+		d, err := p.evalPlan(ctx, in)
+		if !errors.Is(err, errAskTopDown) {
+			return d, err
+		}
 	}
-	return p.evalTopDown(ctx, in, cancel, &timedOut, tracer)
+	return p.evalTopDown(ctx, in, tracer)
 }
 
-// evalTopDown evaluates with OPA's top-down evaluator under eval's deadline
-// and cancellation.
-func (p *Policy) evalTopDown(ctx context.Context, in *Input, cancel topdown.Cancel, timedOut *atomic.Bool, tracer topdown.QueryTracer) (*Decision, error) {
+// errAskTopDown is evalPlan's answer when the decision is for OPA's
+// top-down evaluator to make.
+var errAskTopDown = errors.New("the plan leaves this decision to top-down")
+
+// deadline is one evaluation's Cancel, fired by the deadline timer or by
+// ctx: it replaces a derived context with a deadline plus the goroutine
+// that OPA otherwise starts per evaluation to watch it. stop releases it.
+type deadline struct {
+	cancel   topdown.Cancel
+	timedOut atomic.Bool
+	timer    *time.Timer
+	unwatch  func() bool
+}
+
+func (p *Policy) startDeadline(ctx context.Context) *deadline {
+	d := &deadline{cancel: topdown.NewCancel()}
+	d.timer = time.AfterFunc(p.opts.Timeout, func() {
+		d.timedOut.Store(true)
+		d.cancel.Cancel()
+	})
+	if ctx.Done() != nil {
+		d.unwatch = context.AfterFunc(ctx, d.cancel.Cancel)
+	}
+	return d
+}
+
+func (d *deadline) stop() {
+	d.timer.Stop()
+	if d.unwatch != nil {
+		d.unwatch()
+	}
+}
+
+// cancelled turns an evaluation stopped by the deadline or by ctx into
+// ErrTimeout or ctx's error; nil when it was not stopped by either.
+func (p *Policy) cancelled(ctx context.Context, d *deadline, err error) error {
+	if !topdown.IsCancel(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if d.timedOut.Load() {
+		return fmt.Errorf("evaluate %s: %w (%v)", EntryPoint, ErrTimeout, p.opts.Timeout)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("evaluate %s: %w", EntryPoint, cerr)
+	}
+	return nil
+}
+
+// evalTopDown evaluates with OPA's top-down evaluator within the deadline.
+func (p *Policy) evalTopDown(ctx context.Context, in *Input, tracer topdown.QueryTracer) (*Decision, error) {
+	d := p.startDeadline(ctx)
+	defer d.stop()
 	var buf [len(fixedEvalOptions) + 3]rego.EvalOption
-	evalOpts := append(append(buf[:0], fixedEvalOptions[:]...), in.opt, rego.EvalExternalCancel(cancel))
+	evalOpts := append(append(buf[:0], fixedEvalOptions[:]...), in.opt, rego.EvalExternalCancel(d.cancel))
 	if tracer != nil {
 		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
 	}
 	rs, err := p.pq.Eval(ctx, evalOpts...)
 	if err != nil {
-		if topdown.IsCancel(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			if timedOut.Load() {
-				return nil, fmt.Errorf("evaluate %s: %w (%v)", EntryPoint, ErrTimeout, p.opts.Timeout)
-			}
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, cerr)
-			}
+		if cerr := p.cancelled(ctx, d, err); cerr != nil {
+			return nil, cerr
 		}
 		return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, err)
 	}
@@ -547,24 +580,24 @@ func (p *Policy) evalTopDown(ctx context.Context, in *Input, cancel topdown.Canc
 	return toDecision(v)
 }
 
-// evalPlan is eval through the plan. The plan is trusted with values, not
-// with errors: it evaluates every branch (top-down stops at the first value
-// of a complete rule, `some … in`, every) and so can meet a conflict that
-// top-down never reaches. Any error other than the deadline or the
-// caller's cancellation is answered by OPA's top-down evaluator, whose
-// outcome (a decision or its own error) is the one returned.
-func (p *Policy) evalPlan(ctx context.Context, in *Input, cancel topdown.Cancel, timedOut *atomic.Bool) (*Decision, error) {
-	rs, err := p.plan.Eval(ctx, in.v, p.data, cancel)
+// evalPlan is eval through the plan, within the deadline. The plan is
+// trusted with values, not with errors or time: it evaluates every branch
+// (top-down stops at the first value of a complete rule, `some … in`,
+// every) and does not cache a function's results by argument, so it can
+// meet a conflict top-down never reaches, or run out of time where top-down
+// would not. After any error but the caller's cancellation it returns
+// errAskTopDown, and the caller asks OPA's top-down evaluator, under a
+// deadline of its own: a decision that times out both ways takes up to
+// twice the deadline.
+func (p *Policy) evalPlan(ctx context.Context, in *Input) (*Decision, error) {
+	d := p.startDeadline(ctx)
+	rs, err := p.plan.Eval(ctx, in.v, p.data, d.cancel)
+	d.stop()
 	if err != nil {
-		if topdown.IsCancel(err) {
-			if timedOut.Load() {
-				return nil, fmt.Errorf("evaluate %s: %w (%v)", EntryPoint, ErrTimeout, p.opts.Timeout)
-			}
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, cerr)
-			}
+		if cerr := ctx.Err(); cerr != nil && !d.timedOut.Load() {
+			return nil, fmt.Errorf("evaluate %s: %w", EntryPoint, cerr)
 		}
-		return p.evalTopDown(ctx, in, cancel, timedOut, nil)
+		return nil, errAskTopDown
 	}
 	if len(rs) == 0 {
 		return nil, ErrUndefined

@@ -8,6 +8,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -425,6 +426,173 @@ func TestEvaluatorsAgreeOnRefHeadLookup(t *testing.T) {
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			agree(t, map[string]string{"p.rego": showV + c + "\n"}, staging(t, nil))
+		})
+	}
+}
+
+// planInfo says whether the set runs the plan and what the plan alone gives.
+func planInfo(t *testing.T, files map[string]string, input []byte) string {
+	t.Helper()
+	p, err := Prepare(context.Background(), mustSet(t, files), Options{Timeout: testTimeout, SkipInputValidation: true})
+	if err != nil {
+		return "prepare: " + err.Error()
+	}
+	if p.plan == nil {
+		return "refused: " + p.PlanRefused().Error()
+	}
+	in, err := parseUnvalidated(input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := p.plan.Eval(context.Background(), in.v, p.data, nil)
+	if err != nil {
+		return "plan error (falls back): " + err.Error()
+	}
+	return fmt.Sprintf("plan ok, %d results", len(rs))
+}
+
+func TestEvaluatorsAgreeOnProbes(t *testing.T) {
+	cases := map[string]struct{ rego, data, extra string }{
+		"enum-then-float-index": {rego: `v := [x | x := data.cfg[_][1.0]]`, data: `{"cfg": {"a": ["p", "q"]}}`},
+		"input-key-then-key":    {rego: `v := [x | x := data.cfg[input.request.alias][2]]`, data: `{"cfg": {"staging": {"2": "two"}}}`},
+		"assign-then-key":       {rego: `v := [x | y := data.cfg; x := y.a[2]]`, data: `{"cfg": {"a": {"2": "two"}}}`},
+		"fn-arg":                {rego: "f(y) := y[2]\nv := [x | x := f(data.cfg.a)]", data: `{"cfg": {"a": {"2": "two"}}}`},
+		"fn-body":               {rego: "f(k) := data.cfg.a[k]\nv := [x | x := f(2)]", data: `{"cfg": {"a": {"2": "two"}}}`},
+		"every":                 {rego: "v := true if { every x in data.cfg { x[2] == \"two\" } }", data: `{"cfg": {"a": {"2": "two"}}}`},
+		"not":                   {rego: "v := true if { not data.cfg.a[2] }", data: `{"cfg": {"a": {"2": "two"}}}`},
+		"in-member":             {rego: `v := [2 in data.cfg.a, "two" in data.cfg.a]`, data: `{"cfg": {"a": {"2": "two"}}}`},
+		"obj-keys":              {rego: `v := [object.keys(data.cfg), count(data.cfg)]`, data: `{"cfg": {"b": 20, "y": 30}}`, extra: "package cfg\nz := 1\na := 2\n"},
+		"assign-iter":           {rego: `v := [k | x := data.cfg; some k, _ in x]`, data: `{"cfg": {"b": 20, "y": 30}}`, extra: "package cfg\nz := 1\na := 2\n"},
+		"whole-eq":              {rego: `v := data.cfg == {"b": 20, "y": 30, "z": 1, "a": 2}`, data: `{"cfg": {"b": 20, "y": 30}}`, extra: "package cfg\nz := 1\na := 2\n"},
+		"unbound-k":             {rego: `v := [k | data.cfg[k]]`, data: `{"cfg": {"b": 20, "y": 30}}`, extra: "package cfg\nz := 1\na := 2\n"},
+		"dyn-mixed":             {rego: `v := [x | x := data.cfg[input.request.alias]]`, data: `{"cfg": {"staging": 20}}`, extra: "package cfg\nz := 1\n"},
+		"dyn-mixed2":            {rego: `v := [x | some k in ["staging", "z", "2"]; x := data.cfg[k]]`, data: `{"cfg": {"staging": 20, "2": "t"}}`, extra: "package cfg\nz := 1\n"},
+		"dyn-mixed-num":         {rego: `v := [x | some k in [2, "z"]; x := data.cfg[k]]`, data: `{"cfg": {"2": "t"}}`, extra: "package cfg\nz := 1\n"},
+		"refhead-base":          {rego: `v := [data.cfg.limits.x, data.cfg.limits.y]`, data: `{"cfg": {"limits": {"x": 1}}}`, extra: "package cfg\nlimits.y := 2\n"},
+		"refhead-base-num":      {rego: `v := [x | some k in [2, "2", "y"]; x := data.cfg.limits[k]]`, data: `{"cfg": {"limits": {"2": 1}}}`, extra: "package cfg\nlimits.y := 2\n"},
+		"refhead-base-enum":     {rego: `v := [x | x := data.cfg.limits[_][2]]`, data: `{"cfg": {"limits": {"a": {"2": 1}}}}`, extra: "package cfg\nlimits.y := {\"2\": 3}\n"},
+		"some-kv-then-key":      {rego: `v := [x | some k, y in data.cfg; x := y[2]]`, data: `{"cfg": {"a": {"2": "two"}}}`},
+		"some-y-then-key":       {rego: `v := [x | some y in data.cfg; x := y[2]]`, data: `{"cfg": {"a": {"2": "two"}}}`},
+		"eq-k-then-key":         {rego: `v := [x | y = data.cfg[_]; x := y[2]]`, data: `{"cfg": {"a": {"2": "two"}}}`},
+		"dyn-pkg-rules-only":    {rego: `v := [x | some k in ["sub", "z"]; x := data.cfg[k]]`, extra: "package cfg.sub\ny := 2\n"},
+		"dyn-refhead-only":      {rego: `v := [x | some k in ["limits"]; x := data.cfg[k]]`, extra: "package cfg\nlimits.y := 2\nlimits.z := 3\n"},
+		"dyn-input-pkg":         {rego: `v := [x | x := data.cfg[input.request.alias]]`, extra: "package cfg.staging\ny := 2\n"},
+		"dyn-refhead-mixed":     {rego: `v := [x | some k in ["limits"]; x := data.cfg[k]]`, data: `{"cfg": {"limits": {"x": 1}}}`, extra: "package cfg\nlimits.y := 2\n"},
+		"dyn-refhead-mixed2":    {rego: `v := [x | some k in ["limits"]; x := data.cfg[k].x]`, data: `{"cfg": {"limits": {"x": 1}}}`, extra: "package cfg\nlimits.y := 2\n"},
+		"dyn-pkg-mixed":         {rego: `v := [x | some k in ["sub"]; x := data.cfg[k]]`, data: `{"cfg": {"sub": {"x": 1}}}`, extra: "package cfg.sub\ny := 2\n"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			files := map[string]string{"p.rego": showV + c.rego + "\n"}
+			if c.data != "" {
+				files["data.json"] = c.data
+			}
+			if c.extra != "" {
+				files["cfg.rego"] = c.extra
+			}
+			plan, td := decideBoth(t, files, staging(t, nil))
+			t.Logf("\n plan: %s\n td:   %s\n info: %s", plan, td, planInfo(t, files, staging(t, nil)))
+			if plan != td {
+				t.Errorf("DISAGREE")
+			}
+		})
+	}
+}
+
+// The plan evaluates every iteration of a complete rule's body; top-down
+// stops at the first value (early exit). A body that top-down finishes at
+// once can exhaust the plan's deadline, which is then answered top-down
+// under a deadline of its own.
+func TestPlanTimeoutAsksTopDownEarlyExit(t *testing.T) {
+	files := map[string]string{"p.rego": showV + `
+dup if { some i, a in numbers.range(1, 4000); some j, b in numbers.range(1, 4000); i != j; a == b - 1 }
+v := dup
+`}
+	s := mustSet(t, files)
+	in := staging(t, nil)
+	out := map[Evaluator]string{}
+	for _, e := range []Evaluator{EvaluatorAuto, EvaluatorTopDown} {
+		p, err := Prepare(context.Background(), s, Options{Evaluator: e, SkipInputValidation: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := p.Decide(context.Background(), in)
+		if err != nil {
+			out[e] = "error: " + err.Error()
+		} else {
+			out[e] = d.Warn[0].Message
+		}
+	}
+	if out[EvaluatorAuto] != out[EvaluatorTopDown] {
+		t.Errorf("plan and top-down disagree (default deadline %v)\n plan:     %s\n top-down: %s", DefaultTimeout, out[EvaluatorAuto], out[EvaluatorTopDown])
+	}
+}
+
+// Top-down caches a function's result per arguments; the plan calls it
+// again, so a doubling chain of calls is linear top-down and exponential
+// in the plan.
+func TestPlanTimeoutAsksTopDownFunctionCache(t *testing.T) {
+	files := map[string]string{"p.rego": showV + "f0(x) := x + 1\nf1(x) := f0(x) + f0(x)\nf2(x) := f1(x) + f1(x)\nf3(x) := f2(x) + f2(x)\nf4(x) := f3(x) + f3(x)\nf5(x) := f4(x) + f4(x)\nf6(x) := f5(x) + f5(x)\nf7(x) := f6(x) + f6(x)\nf8(x) := f7(x) + f7(x)\nf9(x) := f8(x) + f8(x)\nf10(x) := f9(x) + f9(x)\nf11(x) := f10(x) + f10(x)\nf12(x) := f11(x) + f11(x)\nf13(x) := f12(x) + f12(x)\nf14(x) := f13(x) + f13(x)\nf15(x) := f14(x) + f14(x)\nf16(x) := f15(x) + f15(x)\nf17(x) := f16(x) + f16(x)\nf18(x) := f17(x) + f17(x)\nf19(x) := f18(x) + f18(x)\nf20(x) := f19(x) + f19(x)\nf21(x) := f20(x) + f20(x)\nf22(x) := f21(x) + f21(x)\nv := f22(1)\n"}
+	s := mustSet(t, files)
+	in := staging(t, nil)
+	out := map[Evaluator]string{}
+	for _, e := range []Evaluator{EvaluatorAuto, EvaluatorTopDown} {
+		p, err := Prepare(context.Background(), s, Options{Evaluator: e, SkipInputValidation: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := p.Decide(context.Background(), in)
+		if err != nil {
+			out[e] = "error: " + err.Error()
+		} else {
+			out[e] = d.Warn[0].Message
+		}
+	}
+	if out[EvaluatorAuto] != out[EvaluatorTopDown] {
+		t.Errorf("plan and top-down disagree (default deadline %v)\n plan:     %s\n top-down: %s", DefaultTimeout, out[EvaluatorAuto], out[EvaluatorTopDown])
+	}
+}
+
+// A scan over data.json gives its values as plain locals; top-down reads the
+// whole reference (the enumerated key included) from its store.
+func TestEvaluatorsAgreeOnKeyAfterDataIteration(t *testing.T) {
+	cases := map[string]struct{ rego, data, extra string }{
+		"enum-then-number-key":   {rego: `v := [x | x := data.cfg[_][2]]`, data: `{"cfg": {"a": {"2": "two"}}}`},
+		"enum-then-string-index": {rego: `v := [x | x := data.cfg[_]["1"]]`, data: `{"cfg": {"a": ["p", "q"]}}`},
+		"some-k-then-key":        {rego: `v := [x | some k; x := data.cfg[k][2]]`, data: `{"cfg": {"a": {"2": "two"}}}`},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			files := map[string]string{"p.rego": showV + c.rego + "\n", "data.json": c.data}
+			if c.extra != "" {
+				files["cfg.rego"] = c.extra
+			}
+			if info := planInfo(t, files, staging(t, nil)); !strings.HasPrefix(info, "plan ok") {
+				t.Errorf("the set should run the plan: %s", info)
+			}
+			agree(t, files, staging(t, nil))
+		})
+	}
+}
+
+// With a rule under data.cfg, data.cfg[k] is a CallDynamic whose fallback
+// copies the base document into the call's result local (AssignVar), which
+// loses the store reading for the keys after it: such sets run top-down.
+func TestEvaluatorsAgreeOnKeyAfterDynamicFallback(t *testing.T) {
+	cases := map[string]struct{ rego, data, extra string }{
+		"dyn-then-num":       {rego: `v := [x | some k in ["staging"]; x := data.cfg[k][2]]`, data: `{"cfg": {"staging": {"2": "t"}}}`, extra: "package cfg\nz := 1\n"},
+		"dyn-then-idx":       {rego: `v := [x | some k in ["staging"]; x := data.cfg[k]["1"]]`, data: `{"cfg": {"staging": ["p", "q"]}}`, extra: "package cfg\nz := 1\n"},
+		"dyn-input-then-num": {rego: `v := [x | x := data.cfg[input.request.alias][2]]`, data: `{"cfg": {"staging": {"2": "t"}}}`, extra: "package cfg\nz := 1\n"},
+		"two-dyn":            {rego: `v := [x | some a in ["staging"]; some b in [2]; x := data.cfg[a][b]]`, data: `{"cfg": {"staging": {"2": "t"}}}`, extra: "package cfg\nz := 1\n"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			files := map[string]string{"p.rego": showV + c.rego + "\n", "data.json": c.data}
+			if c.extra != "" {
+				files["cfg.rego"] = c.extra
+			}
+			t.Log(planInfo(t, files, staging(t, nil)))
+			agree(t, files, staging(t, nil))
 		})
 	}
 }

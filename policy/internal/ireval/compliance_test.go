@@ -20,16 +20,18 @@ package ireval_test
 // ireval_harness/query_result on the same documents.
 //
 // Skip classes, with their counts on 2026-11-23 (OPA v1.22.2: 2,400 cases;
-// 2,197 compared):
+// 2,199 compared):
 //
-//   - unsupported: <reason> (198): ireval.New refused the plan, grouped by
+//   - unsupported: <reason> (197): ireval.New refused the plan, grouped by
 //     reason in the summary: a reference reading rules and base documents
-//     together (52), `with` on data (26), an iteration over data where rules
-//     and base documents meet (16), walk (14), and built-ins with effects
-//     (io.jwt.decode_verify 43, io.jwt.encode_sign_raw 14, io.jwt.encode_sign
-//     9, time.now_ns 8, json.match_schema 5, json.verify_schema 4,
-//     net.lookup_ip_addr 3, http.send 2, opa.runtime, rand.intn,
-//     uuid.rfc4122 1 each). hallmark evaluates all of these top-down.
+//     together (53), `with` on data (26), an iteration over data where rules
+//     and base documents meet (10), a lookup in or iteration over a document
+//     reached by a dynamic reference (3), walk (14), and built-ins with
+//     effects (io.jwt.decode_verify 43, io.jwt.encode_sign_raw 14,
+//     io.jwt.encode_sign 9, time.now_ns 8, json.match_schema 5,
+//     json.verify_schema 4, net.lookup_ip_addr 3, http.send 2, opa.runtime,
+//     rand.intn, uuid.rfc4122 1 each). hallmark evaluates all of these
+//     top-down.
 //   - plan: <code> (0): ireval.Plan failed.
 //   - case does not compile (2): the case is a compile error by design
 //     (base/virtual conflicts) or needs a built-in only OPA's own test

@@ -233,20 +233,37 @@ type loader struct {
 	// lookups from data last wrote (the planner's form of a reference into
 	// data): top-down reads those through its store (see storeDot).
 	stored map[int]bool
-	// storedPath is the path into data of a stored local, nil when a key on
-	// the way is not a constant string.
+	// storedPath is the path into data of a stored local; anyKey stands
+	// for a key known only at evaluation.
 	storedPath map[int][]string
+	// dynamic holds the locals of the function being loaded that a dynamic
+	// call writes: the value of a rule, or of a base document when no rule
+	// matched, so that a lookup in it would need top-down's store or not
+	// depending on the branch taken.
+	dynamic map[int]bool
 	// rulePaths are the paths of the rules under data.
 	rulePaths [][]string
 }
 
-// mixesRules reports whether a document at path (nil: unknown) in data may
-// hold rules beside base documents. The planner iterates such a document's
-// rules first and top-down its base documents first, which an iteration
-// would show.
+// anyKey is a path segment for a key known only at evaluation.
+const anyKey = "\x00any"
+
+// mixesRules reports whether a document at path in data may hold rules
+// beside base documents. The planner iterates such a document's rules first
+// and top-down its base documents first, which an iteration would show.
 func (l *loader) mixesRules(path []string) bool {
 	for _, r := range l.rulePaths {
-		if path == nil || (len(r) > len(path) && slices.Equal(r[:len(path)], path)) {
+		if len(r) <= len(path) {
+			continue
+		}
+		prefix := true
+		for i, seg := range path {
+			if seg != anyKey && seg != r[i] {
+				prefix = false
+				break
+			}
+		}
+		if prefix {
 			return true
 		}
 	}
@@ -273,6 +290,7 @@ func (l *loader) body(fn *function, blocks []*ir.Block, conflictMsg string) erro
 	l.conflictMsg = conflictMsg
 	l.stored = map[int]bool{int(ir.Data): true}
 	l.storedPath = map[int][]string{int(ir.Data): {}}
+	l.dynamic = map[int]bool{}
 	l.maxLocal = max(fn.ret, 1)
 	for _, p := range fn.params {
 		l.maxLocal = max(l.maxLocal, p)
@@ -396,6 +414,7 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 		in.op, in.bi = opCallBuiltin, &builtinFn{name: s.Func, f: f, void: decl.Decl.Result() == nil}
 	case *ir.CallDynamicStmt:
 		in.op, in.target = opCallDynamic, l.local(s.Result)
+		l.dynamic[in.target] = true
 		for _, a := range s.Args {
 			in.dynArg = append(in.dynArg, l.local(a))
 		}
@@ -414,29 +433,42 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 	case *ir.DotStmt:
 		in.op, in.target = opDot, l.local(s.Target)
 		two(s.Source, s.Key)
+		if err == nil && in.a.local >= 0 && l.dynamic[in.a.local] {
+			return in, fmt.Errorf("%w: a lookup in a document reached by a dynamic reference", ErrUnsupported)
+		}
 		if err == nil && in.a.local >= 0 && l.stored[in.a.local] {
 			in.op = opStoreDot
 			l.stored[in.target] = true
-			var path []string
-			if in.b.local < 0 && l.storedPath[in.a.local] != nil {
+			key := anyKey
+			if in.b.local < 0 {
 				if k, ok := in.b.term.Value.(ast.String); ok {
-					path = append(slices.Clip(l.storedPath[in.a.local]), string(k))
+					key = string(k)
 				}
 			}
-			l.storedPath[in.target] = path
+			l.storedPath[in.target] = append(slices.Clip(l.storedPath[in.a.local]), key)
 			return in, nil
 		}
 	case *ir.LenStmt:
 		in.op, in.target = opLen, l.local(s.Target)
 		in.a, err = l.operand(s.Source)
 	case *ir.ScanStmt:
-		if l.stored[int(s.Source)] && l.mixesRules(l.storedPath[int(s.Source)]) {
-			return in, fmt.Errorf("%w: an iteration over data where rules and base documents meet", ErrUnsupported)
+		if l.dynamic[int(s.Source)] {
+			return in, fmt.Errorf("%w: an iteration over a document reached by a dynamic reference", ErrUnsupported)
 		}
 		in.op = opScan
 		in.a = operand{local: l.local(s.Source)}
 		in.b = operand{local: l.local(s.Key)}
 		in.target = l.local(s.Value)
+		if l.stored[in.a.local] {
+			path := l.storedPath[in.a.local]
+			if l.mixesRules(path) {
+				return in, fmt.Errorf("%w: an iteration over data where rules and base documents meet", ErrUnsupported)
+			}
+			// data.x[_][2]: top-down reads the whole reference, the key the
+			// loop bound included, from its store.
+			l.stored[in.target] = true
+			l.storedPath[in.target] = append(slices.Clip(path), anyKey)
+		}
 		var b *block
 		b, err = l.block(s.Block)
 		in.blocks = []*block{b}
