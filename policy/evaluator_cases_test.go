@@ -499,57 +499,41 @@ func TestEvaluatorsAgreeOnProbes(t *testing.T) {
 	}
 }
 
-// The plan evaluates every iteration of a complete rule's body; top-down
-// stops at the first value (early exit). A body that top-down finishes at
-// once can exhaust the plan's deadline, which is then answered top-down
-// under a deadline of its own.
-func TestPlanTimeoutAsksTopDownEarlyExit(t *testing.T) {
-	files := map[string]string{"p.rego": showV + `
-dup if { some i, a in numbers.range(1, 4000); some j, b in numbers.range(1, 4000); i != j; a == b - 1 }
-v := dup
-`}
-	s := mustSet(t, files)
-	in := staging(t, nil)
-	out := map[Evaluator]string{}
-	for _, e := range []Evaluator{EvaluatorAuto, EvaluatorTopDown} {
-		p, err := Prepare(context.Background(), s, Options{Evaluator: e, SkipInputValidation: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := p.Decide(context.Background(), in)
-		if err != nil {
-			out[e] = "error: " + err.Error()
-		} else {
-			out[e] = d.Warn[0].Message
-		}
+// TestPlanTimeoutAsksTopDown: the plan evaluates every iteration of a
+// complete rule's body where top-down stops at the first value, and calls a
+// function again where top-down caches its result per argument (so a
+// doubling chain of calls is linear top-down and exponential in the plan).
+// Policies top-down answers at once can exhaust the plan's deadline, which
+// is then answered top-down under a deadline of its own, at the default
+// deadline.
+func TestPlanTimeoutAsksTopDown(t *testing.T) {
+	chain := "f0(x) := x + 1\n"
+	for i := 1; i <= 22; i++ {
+		chain += fmt.Sprintf("f%d(x) := f%d(x) + f%d(x)\n", i, i-1, i-1)
 	}
-	if out[EvaluatorAuto] != out[EvaluatorTopDown] {
-		t.Errorf("plan and top-down disagree (default deadline %v)\n plan:     %s\n top-down: %s", DefaultTimeout, out[EvaluatorAuto], out[EvaluatorTopDown])
-	}
-}
-
-// Top-down caches a function's result per arguments; the plan calls it
-// again, so a doubling chain of calls is linear top-down and exponential
-// in the plan.
-func TestPlanTimeoutAsksTopDownFunctionCache(t *testing.T) {
-	files := map[string]string{"p.rego": showV + "f0(x) := x + 1\nf1(x) := f0(x) + f0(x)\nf2(x) := f1(x) + f1(x)\nf3(x) := f2(x) + f2(x)\nf4(x) := f3(x) + f3(x)\nf5(x) := f4(x) + f4(x)\nf6(x) := f5(x) + f5(x)\nf7(x) := f6(x) + f6(x)\nf8(x) := f7(x) + f7(x)\nf9(x) := f8(x) + f8(x)\nf10(x) := f9(x) + f9(x)\nf11(x) := f10(x) + f10(x)\nf12(x) := f11(x) + f11(x)\nf13(x) := f12(x) + f12(x)\nf14(x) := f13(x) + f13(x)\nf15(x) := f14(x) + f14(x)\nf16(x) := f15(x) + f15(x)\nf17(x) := f16(x) + f16(x)\nf18(x) := f17(x) + f17(x)\nf19(x) := f18(x) + f18(x)\nf20(x) := f19(x) + f19(x)\nf21(x) := f20(x) + f20(x)\nf22(x) := f21(x) + f21(x)\nv := f22(1)\n"}
-	s := mustSet(t, files)
-	in := staging(t, nil)
-	out := map[Evaluator]string{}
-	for _, e := range []Evaluator{EvaluatorAuto, EvaluatorTopDown} {
-		p, err := Prepare(context.Background(), s, Options{Evaluator: e, SkipInputValidation: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := p.Decide(context.Background(), in)
-		if err != nil {
-			out[e] = "error: " + err.Error()
-		} else {
-			out[e] = d.Warn[0].Message
-		}
-	}
-	if out[EvaluatorAuto] != out[EvaluatorTopDown] {
-		t.Errorf("plan and top-down disagree (default deadline %v)\n plan:     %s\n top-down: %s", DefaultTimeout, out[EvaluatorAuto], out[EvaluatorTopDown])
+	for name, rego := range map[string]string{
+		"early exit":     "dup if { some i, a in numbers.range(1, 4000); some j, b in numbers.range(1, 4000); i != j; a == b - 1 }\nv := dup\n",
+		"function cache": chain + "v := f22(1)\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := mustSet(t, map[string]string{"p.rego": showV + rego})
+			out := map[Evaluator]string{}
+			for _, e := range []Evaluator{EvaluatorAuto, EvaluatorTopDown} {
+				p, err := Prepare(context.Background(), s, Options{Evaluator: e, SkipInputValidation: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := p.Decide(context.Background(), staging(t, nil))
+				if err != nil {
+					out[e] = "error: " + err.Error()
+				} else {
+					out[e] = d.Warn[0].Message
+				}
+			}
+			if out[EvaluatorAuto] != out[EvaluatorTopDown] {
+				t.Errorf("plan and top-down disagree (default deadline %v)\n plan:     %s\n top-down: %s", DefaultTimeout, out[EvaluatorAuto], out[EvaluatorTopDown])
+			}
+		})
 	}
 }
 
