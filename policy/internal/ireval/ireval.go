@@ -288,9 +288,13 @@ func conflictMessage(fn *function) string {
 // they, its parameters and its return use.
 func (l *loader) body(fn *function, blocks []*ir.Block, conflictMsg string) error {
 	l.conflictMsg = conflictMsg
-	l.stored = map[int]bool{int(ir.Data): true}
-	l.storedPath = map[int][]string{int(ir.Data): {}}
-	l.dynamic = map[int]bool{}
+	l.stored, l.storedPath, l.dynamic = map[int]bool{}, map[int][]string{}, map[int]bool{}
+	// The planner passes data as every function's second parameter; only
+	// then is that local the base documents.
+	if len(fn.params) >= 2 && fn.params[1] == int(ir.Data) {
+		l.stored[int(ir.Data)] = true
+		l.storedPath[int(ir.Data)] = []string{}
+	}
 	l.maxLocal = max(fn.ret, 1)
 	for _, p := range fn.params {
 		l.maxLocal = max(l.maxLocal, p)
