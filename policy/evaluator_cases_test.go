@@ -580,3 +580,26 @@ func TestEvaluatorsAgreeOnKeyAfterDynamicFallback(t *testing.T) {
 		})
 	}
 }
+
+// TestEvaluatorsAgreeOnRandomFindings holds what the random-policy test
+// found, reduced (production sample input: two approvals).
+func TestEvaluatorsAgreeOnRandomFindings(t *testing.T) {
+	prod := marshal(t, readInput(t, "production"))
+	for name, rego := range map[string]string{
+		// OPA's planner drops a comprehension standing alone as a body
+		// literal; top-down evaluates it and meets the conflict.
+		"bare object comprehension":       `v := 1 if { {"A": x | some x in input.approvals} }`,
+		"bare object comprehension (not)": `v := 1 if { not {"A": x | some x in input.approvals} }`,
+		// Equal values spelt differently: top-down keeps the last in an
+		// object comprehension and the first in a partial object rule.
+		"comprehension 1 and 1.0":  `v := {"k": x | some x in [1, 1.0]}`,
+		"partial object 1 and 1.0": "o[k] := x if { some x in [1, 1.0]; k := \"k\" }\nv := o",
+		"complete rule 1 and 1.0":  "c := 1 if input.request.alias\nc := 1.0 if input.request.alias\nv := c",
+		// Keys that collide only at evaluation.
+		"computed keys colliding": `v := [[k, x] | some k, x in {lower("a"): null, "a": object.subset({}, {})}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": showV + rego + "\n"}, prod)
+		})
+	}
+}

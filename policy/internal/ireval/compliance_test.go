@@ -20,7 +20,7 @@ package ireval_test
 // ireval_harness/query_result on the same documents.
 //
 // Skip classes, with their counts on 2026-11-23 (OPA v1.22.2: 2,400 cases;
-// 2,199 compared):
+// 2,187 compared):
 //
 //   - unsupported: <reason> (197): ireval.New refused the plan, grouped by
 //     reason in the summary: a reference reading rules and base documents
@@ -32,7 +32,9 @@ package ireval_test
 //     json.verify_schema 4, net.lookup_ip_addr 3, http.send 2, opa.runtime,
 //     rand.intn, uuid.rfc4122 1 each). hallmark evaluates all of these
 //     top-down.
-//   - plan: <code> (0): ireval.Plan failed.
+//   - plan: <file:line>: <reason> (12): ireval.Plan refused the source: a
+//     comprehension standing alone as a body literal (11), an object with
+//     a computed key beside others (1). Also evaluated top-down.
 //   - case does not compile (2): the case is a compile error by design
 //     (base/virtual conflicts) or needs a built-in only OPA's own test
 //     binary registers (test.sleep).

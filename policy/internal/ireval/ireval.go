@@ -50,6 +50,9 @@ func Plan(ctx context.Context, modules map[string]string, caps *ast.Capabilities
 		if err != nil {
 			return nil, err
 		}
+		if err := checkSource(m); err != nil {
+			return nil, err
+		}
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: name, Path: name, Raw: []byte(text), Parsed: m})
 	}
 	c := compile.New().
@@ -74,6 +77,40 @@ func Plan(ctx context.Context, modules map[string]string, caps *ast.Capabilities
 		return nil, fmt.Errorf("read plan: %w", err)
 	}
 	return &p, nil
+}
+
+// checkSource refuses Rego the planner plans otherwise than top-down
+// evaluates it: a comprehension standing alone as a body literal (the
+// planner drops it as always true; top-down evaluates it and may meet a
+// conflict), and an object literal with two or more keys one of which is
+// computed (keys that collide at evaluation are kept apart by top-down).
+func checkSource(m *ast.Module) error {
+	var found string
+	ast.WalkExprs(m, func(e *ast.Expr) bool {
+		if t, ok := e.Terms.(*ast.Term); ok {
+			switch t.Value.(type) {
+			case *ast.ArrayComprehension, *ast.SetComprehension, *ast.ObjectComprehension:
+				found = fmt.Sprintf("%s: a comprehension standing alone as a body literal", t.Location)
+			}
+		}
+		return found != ""
+	})
+	if found == "" {
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if o, ok := t.Value.(ast.Object); ok && o.Len() >= 2 {
+				o.Foreach(func(k, _ *ast.Term) {
+					if found == "" && !ast.IsConstant(k.Value) {
+						found = fmt.Sprintf("%s: an object with a computed key beside others", t.Location)
+					}
+				})
+			}
+			return found != ""
+		})
+	}
+	if found != "" {
+		return fmt.Errorf("%w: %s", ErrUnsupported, found)
+	}
+	return nil
 }
 
 type opcode uint8
@@ -829,6 +866,9 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 				if ast.Compare(old.Value, v.Value) != 0 {
 					return 0, conflict(in.loc, in.msg)
 				}
+				if err := sameSpelling(old, v); err != nil {
+					return 0, err
+				}
 				break
 			}
 			frame[in.target] = v
@@ -878,6 +918,9 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 				if old := obj.Get(k); old != nil {
 					if ast.Compare(old.Value, v.Value) != 0 {
 						return 0, conflict(in.loc, "object keys must be unique")
+					}
+					if err := sameSpelling(old, v); err != nil {
+						return 0, err
 					}
 					break
 				}
@@ -1057,6 +1100,17 @@ func (m *vm) builtin(frame []*ast.Term, in *instr) (*ast.Term, error) {
 		return ast.InternedTerm(true), nil
 	}
 	return m.out, nil
+}
+
+// sameSpelling is called when a value is given twice and the two are equal.
+// Equal values may be spelt differently (1 and 1.0): top-down keeps the
+// first for a rule and the last for an object comprehension, and a plan
+// cannot tell the two apart, so it gives up and the caller asks top-down.
+func sameSpelling(old, v *ast.Term) error {
+	if old == v || old.Value.String() == v.Value.String() {
+		return nil
+	}
+	return fmt.Errorf("%w: a value given twice, spelt %v and %v", ErrUnsupported, old, v)
 }
 
 func conflict(loc *ast.Location, msg string) error {
