@@ -325,6 +325,25 @@ func (p *Policy) preparePlan(ctx context.Context, c *compiled) error {
 			modules[f.Name] = string(f.Data)
 		}
 	}
+	// Top-down indexes some comprehensions: it evaluates one once per value
+	// of an outer variable and binds that variable from the comprehension's
+	// values, so equal numbers come back in the comprehension's spelling
+	// (1 for 1.0). A plan evaluates them as written.
+	for _, m := range c.compiler.Modules {
+		var indexed *ast.Term
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			switch t.Value.(type) {
+			case *ast.ArrayComprehension, *ast.SetComprehension, *ast.ObjectComprehension:
+				if c.compiler.ComprehensionIndex(t) != nil {
+					indexed = t
+				}
+			}
+			return indexed != nil
+		})
+		if indexed != nil {
+			return fmt.Errorf("plan %s: %w: %s: a comprehension top-down indexes", EntryPoint, ireval.ErrUnsupported, indexed.Location)
+		}
+	}
 	plan, err := ireval.Plan(ctx, modules, caps, planEntryPoint)
 	if err != nil {
 		return fmt.Errorf("plan %s: %w", EntryPoint, err)

@@ -20,7 +20,7 @@ package ireval_test
 // ireval_harness/query_result on the same documents.
 //
 // Skip classes, with their counts on 2026-11-23 (OPA v1.22.2: 2,400 cases;
-// 2,187 compared):
+// 2,185 compared):
 //
 //   - unsupported: <reason> (197): ireval.New refused the plan, grouped by
 //     reason in the summary: a reference reading rules and base documents
@@ -35,6 +35,8 @@ package ireval_test
 //   - plan: <file:line>: <reason> (12): ireval.Plan refused the source: a
 //     comprehension standing alone as a body literal (11), an object with
 //     a computed key beside others (1). Also evaluated top-down.
+//   - gave up at evaluation (2): the plan met equal numbers spelt
+//     differently (3.5 and 3.50) and hands the decision to top-down.
 //   - case does not compile (2): the case is a compile error by design
 //     (base/virtual conflicts) or needs a built-in only OPA's own test
 //     binary registers (test.sleep).
@@ -237,6 +239,9 @@ func runCase(t *testing.T, tc cases.TestCase, sum *summary) {
 		sum.skip(t, "nondeterministic", fmt.Sprintf("two top-down runs differ: %s / %s", want, again))
 	}
 	got := ir.eval(ctx, s.input, data)
+	if errors.Is(got.err, ireval.ErrUnsupported) {
+		sum.skip(t, "gave up at evaluation (top-down answers)", got.err.Error())
+	}
 	d := compareOutcomes(want, got)
 	sum.result(d == "")
 	if d != "" {

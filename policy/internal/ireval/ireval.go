@@ -640,6 +640,16 @@ type vm struct {
 	onOut   func(*ast.Term) error
 	ops     []*ast.Term
 	depth   int
+	// calls remembers each function's results by argument, as top-down
+	// does; nil until a function with arguments is called.
+	calls map[*function]map[int][]callRecord
+}
+
+// callRecord is one call of a function: its arguments (input and data
+// left out) and its result (nil: undefined).
+type callRecord struct {
+	args []*ast.Term
+	res  *ast.Term
 }
 
 // maxDepth bounds nested calls. Rego has no recursion, so only a hostile
@@ -759,7 +769,7 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 			if in.fn.memo >= 0 {
 				res, err = m.memoCall(p, in.fn, args)
 			} else {
-				res, err = m.call(p, in.fn, args)
+				res, err = m.cachedCall(p, in.fn, args)
 			}
 			if err != nil {
 				return 0, err
@@ -823,9 +833,13 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 		case opBreak:
 			return in.index, nil
 		case opDot:
-			v := dot(m.value(frame, in.a), m.value(frame, in.b))
+			src, key := m.value(frame, in.a), m.value(frame, in.b)
+			v := dot(src, key)
 			if v == nil {
 				return 0, nil
+			}
+			if err := numberKeySpelling(src, key); err != nil {
+				return 0, err
 			}
 			frame[in.target] = v
 		case opStoreDot:
@@ -1011,12 +1025,12 @@ func (m *vm) with(p *Program, frame []*ast.Term, in *instr) (int, error) {
 	if len(in.with) > 0 {
 		v = upsert(saved, in.with, v)
 	}
-	savedMemo, savedUndef := m.memo, m.undef
-	m.memo, m.undef = make([]*ast.Term, len(savedMemo)), make([]bool, len(savedUndef))
+	savedMemo, savedUndef, savedCalls := m.memo, m.undef, m.calls
+	m.memo, m.undef, m.calls = make([]*ast.Term, len(savedMemo)), make([]bool, len(savedUndef)), nil
 	frame[in.target] = v
 	r, err := m.run(p, frame, in.blocks[0])
 	frame[in.target] = saved
-	m.memo, m.undef = savedMemo, savedUndef
+	m.memo, m.undef, m.calls = savedMemo, savedUndef, savedCalls
 	switch {
 	case err != nil:
 		return 0, err
@@ -1049,6 +1063,62 @@ func upsert(doc *ast.Term, path []*ast.Term, v *ast.Term) *ast.Term {
 		obj.Insert(path[0], upsert(obj.Get(path[0]), path[1:], v))
 	}
 	return ast.NewTerm(obj)
+}
+
+// cachedCall calls fn, or returns its result for equal arguments. Top-down
+// caches a function's result by argument value, and equal numbers can be
+// spelt differently (1, 1.0, 1e0): a second call with an equal argument
+// spelt otherwise gets the first call's result from top-down, and the
+// plan, which cannot know which spelling top-down met first on its own
+// path, asks top-down instead.
+func (m *vm) cachedCall(p *Program, fn *function, args []*ast.Term) (*ast.Term, error) {
+	key := args
+	if fn.memo < 0 && len(fn.params) >= 2 && fn.params[0] == int(ir.Input) && fn.params[1] == int(ir.Data) {
+		key = args[2:]
+	}
+	h := 0
+	for _, a := range key {
+		h = h*31 + a.Hash()
+	}
+	if m.calls == nil {
+		m.calls = map[*function]map[int][]callRecord{}
+	}
+	byHash := m.calls[fn]
+	if byHash == nil {
+		byHash = map[int][]callRecord{}
+		m.calls[fn] = byHash
+	}
+	for _, rec := range byHash[h] {
+		if !equalTerms(rec.args, key) {
+			continue
+		}
+		for i := range key {
+			if err := sameSpelling(rec.args[i], key[i]); err != nil {
+				return nil, err
+			}
+		}
+		return rec.res, nil
+	}
+	// A with inside the call swaps the tables and puts them back, so
+	// byHash is still this level's.
+	r, err := m.call(p, fn, args)
+	if err != nil {
+		return nil, err
+	}
+	byHash[h] = append(byHash[h], callRecord{args: key, res: r})
+	return r, nil
+}
+
+func equalTerms(a, b []*ast.Term) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if ast.Compare(a[i].Value, b[i].Value) != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *vm) memoCall(p *Program, fn *function, args []*ast.Term) (*ast.Term, error) {
@@ -1164,6 +1234,29 @@ func storeDot(src, key *ast.Term) *ast.Term {
 		}
 	}
 	return nil
+}
+
+// numberKeySpelling refuses a lookup by a number in an object that holds
+// the key spelt otherwise (o[1.0] when o has 1): top-down evaluates a
+// partial object rule with the key bound as looked up, so the value can
+// carry that spelling, where the plan finds the key as built.
+func numberKeySpelling(src, key *ast.Term) error {
+	if _, ok := key.Value.(ast.Number); !ok {
+		return nil
+	}
+	obj, ok := src.Value.(ast.Object)
+	if !ok {
+		return nil
+	}
+	var err error
+	obj.Until(func(k, _ *ast.Term) bool {
+		if ast.Compare(k.Value, key.Value) == 0 {
+			err = sameSpelling(k, key)
+			return true
+		}
+		return false
+	})
+	return err
 }
 
 func length(t *ast.Term) (int, bool) {
