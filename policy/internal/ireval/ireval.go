@@ -266,12 +266,11 @@ type loader struct {
 	// conflictMsg is what a conflicting assignment in the function being
 	// loaded says, in the words of OPA's top-down evaluator.
 	conflictMsg string
-	// stored holds the locals of the function being loaded that a chain of
-	// lookups from data last wrote (the planner's form of a reference into
-	// data): top-down reads those through its store (see storeDot).
-	stored map[int]bool
-	// storedPath is the path into data of a stored local; anyKey stands
-	// for a key known only at evaluation.
+	// storedPath holds the locals of the function being loaded that a
+	// chain of lookups from data last wrote (the planner's form of a
+	// reference into data), which top-down reads through its store (see
+	// storeDot), with their path into data; anyKey stands for a key known
+	// only at evaluation.
 	storedPath map[int][]string
 	// dynamic holds the locals of the function being loaded that a dynamic
 	// call writes: the value of a rule, or of a base document when no rule
@@ -325,11 +324,10 @@ func conflictMessage(fn *function) string {
 // they, its parameters and its return use.
 func (l *loader) body(fn *function, blocks []*ir.Block, conflictMsg string) error {
 	l.conflictMsg = conflictMsg
-	l.stored, l.storedPath, l.dynamic = map[int]bool{}, map[int][]string{}, map[int]bool{}
+	l.storedPath, l.dynamic = map[int][]string{}, map[int]bool{}
 	// The planner passes data as every function's second parameter; only
 	// then is that local the base documents.
 	if len(fn.params) >= 2 && fn.params[1] == int(ir.Data) {
-		l.stored[int(ir.Data)] = true
 		l.storedPath[int(ir.Data)] = []string{}
 	}
 	l.maxLocal = max(fn.ret, 1)
@@ -477,16 +475,15 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 		if err == nil && in.a.local >= 0 && l.dynamic[in.a.local] {
 			return in, fmt.Errorf("%w: a lookup in a document reached by a dynamic reference", ErrUnsupported)
 		}
-		if err == nil && in.a.local >= 0 && l.stored[in.a.local] {
+		if parent, ok := l.storedPath[in.a.local]; err == nil && in.a.local >= 0 && ok {
 			in.op = opStoreDot
-			l.stored[in.target] = true
 			key := anyKey
 			if in.b.local < 0 {
 				if k, ok := in.b.term.Value.(ast.String); ok {
 					key = string(k)
 				}
 			}
-			l.storedPath[in.target] = append(slices.Clip(l.storedPath[in.a.local]), key)
+			l.storedPath[in.target] = append(slices.Clip(parent), key)
 			return in, nil
 		}
 	case *ir.LenStmt:
@@ -500,14 +497,12 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 		in.a = operand{local: l.local(s.Source)}
 		in.b = operand{local: l.local(s.Key)}
 		in.target = l.local(s.Value)
-		if l.stored[in.a.local] {
-			path := l.storedPath[in.a.local]
+		if path, ok := l.storedPath[in.a.local]; ok {
 			if l.mixesRules(path) {
 				return in, fmt.Errorf("%w: an iteration over data where rules and base documents meet", ErrUnsupported)
 			}
 			// data.x[_][2]: top-down reads the whole reference, the key the
 			// loop bound included, from its store.
-			l.stored[in.target] = true
 			l.storedPath[in.target] = append(slices.Clip(path), anyKey)
 		}
 		var b *block
@@ -614,7 +609,6 @@ func (l *loader) stmt(s ir.Stmt) (instr, error) {
 	// `x := data.t; x[2]` from the value, not the store.
 	// (A with replaces data only inside its block.)
 	if in.op != opWith {
-		delete(l.stored, in.target)
 		delete(l.storedPath, in.target)
 	}
 	return in, err
@@ -642,7 +636,13 @@ type vm struct {
 	depth   int
 	// calls remembers each function's results by argument, as top-down
 	// does; nil until a function with arguments is called.
-	calls map[*function]map[int][]callRecord
+	calls map[callKey][]callRecord
+}
+
+// callKey finds the earlier calls of a function whose arguments hash alike.
+type callKey struct {
+	fn   *function
+	hash int
 }
 
 // callRecord is one call of a function: its arguments (input and data
@@ -1081,14 +1081,10 @@ func (m *vm) cachedCall(p *Program, fn *function, args []*ast.Term) (*ast.Term, 
 		h = h*31 + a.Hash()
 	}
 	if m.calls == nil {
-		m.calls = map[*function]map[int][]callRecord{}
+		m.calls = map[callKey][]callRecord{}
 	}
-	byHash := m.calls[fn]
-	if byHash == nil {
-		byHash = map[int][]callRecord{}
-		m.calls[fn] = byHash
-	}
-	for _, rec := range byHash[h] {
+	calls, ck := m.calls, callKey{fn, h}
+	for _, rec := range calls[ck] {
 		if !equalTerms(rec.args, key) {
 			continue
 		}
@@ -1099,13 +1095,13 @@ func (m *vm) cachedCall(p *Program, fn *function, args []*ast.Term) (*ast.Term, 
 		}
 		return rec.res, nil
 	}
-	// A with inside the call swaps the tables and puts them back, so
-	// byHash is still this level's.
+	// A with inside the call swaps the table and puts it back, so calls
+	// is still this level's.
 	r, err := m.call(p, fn, args)
 	if err != nil {
 		return nil, err
 	}
-	byHash[h] = append(byHash[h], callRecord{args: key, res: r})
+	calls[ck] = append(calls[ck], callRecord{args: key, res: r})
 	return r, nil
 }
 
