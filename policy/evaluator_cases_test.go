@@ -27,20 +27,7 @@ func decideBoth(t *testing.T, files map[string]string, input []byte) (plan, td s
 		if e == EvaluatorAuto {
 			t.Logf("evaluator %s (%v)", p.Evaluator(), p.PlanRefused())
 		}
-		var d *Decision
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					err = fmt.Errorf("PANIC: %v", r)
-				}
-			}()
-			d, err = p.Decide(context.Background(), input)
-		}()
-		if err != nil {
-			out[e] = "error: " + err.Error()
-		} else {
-			out[e] = fmt.Sprintf("%+v", *d)
-		}
+		out[e] = outcome(context.Background(), p, input)
 	}
 	return out[EvaluatorAuto], out[EvaluatorTopDown]
 }
@@ -57,6 +44,19 @@ const showV = `package hallmark.promotion
 
 decision := {"allow": true, "deny": set(), "warn": {{"rule": "v", "message": sprintf("%v", [v])}}, "required_approvals": 0}
 `
+
+// caseFiles is a set of showV plus rego, with data.json and a cfg.rego
+// module when given.
+func caseFiles(rego, data, extra string) map[string]string {
+	files := map[string]string{"p.rego": showV + rego + "\n"}
+	if data != "" {
+		files["data.json"] = data
+	}
+	if extra != "" {
+		files["cfg.rego"] = extra
+	}
+	return files
+}
 
 // staging is the staging sample input, with meta as the candidate's
 // metadata when given.
@@ -201,13 +201,7 @@ v := [a, b, c, d] if {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			files := map[string]string{"p.rego": showV + c.rego}
-			if c.data != "" {
-				files["data.json"] = c.data
-			}
-			if c.extra != "" {
-				files["cfg.rego"] = c.extra
-			}
+			files := caseFiles(c.rego, c.data, c.extra)
 			agree(t, files, staging(t, nil))
 		})
 	}
@@ -233,10 +227,7 @@ v := [[k | some k, _ in data.cfg], [k | some k, _ in data.cfg.sub]]
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			files := map[string]string{"p.rego": showV + c.rego, "cfg.rego": c.extra}
-			if c.data != "" {
-				files["data.json"] = c.data
-			}
+			files := caseFiles(c.rego, c.data, c.extra)
 			agree(t, files, staging(t, nil))
 		})
 	}
@@ -253,10 +244,7 @@ v := [x | x := data.cfg[input.request.alias].y]
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			files := map[string]string{"p.rego": showV + c.rego, "cfg.rego": c.extra}
-			if c.data != "" {
-				files["data.json"] = c.data
-			}
+			files := caseFiles(c.rego, c.data, c.extra)
 			agree(t, files, staging(t, nil))
 		})
 	}
@@ -483,13 +471,7 @@ func TestEvaluatorsAgreeOnProbes(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			files := map[string]string{"p.rego": showV + c.rego + "\n"}
-			if c.data != "" {
-				files["data.json"] = c.data
-			}
-			if c.extra != "" {
-				files["cfg.rego"] = c.extra
-			}
+			files := caseFiles(c.rego, c.data, c.extra)
 			plan, td := decideBoth(t, files, staging(t, nil))
 			t.Logf("\n plan: %s\n td:   %s\n info: %s", plan, td, planInfo(t, files, staging(t, nil)))
 			if plan != td {
@@ -547,10 +529,7 @@ func TestEvaluatorsAgreeOnKeyAfterDataIteration(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			files := map[string]string{"p.rego": showV + c.rego + "\n", "data.json": c.data}
-			if c.extra != "" {
-				files["cfg.rego"] = c.extra
-			}
+			files := caseFiles(c.rego, c.data, c.extra)
 			if info := planInfo(t, files, staging(t, nil)); !strings.HasPrefix(info, "plan ok") {
 				t.Errorf("the set should run the plan: %s", info)
 			}
@@ -571,10 +550,7 @@ func TestEvaluatorsAgreeOnKeyAfterDynamicFallback(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			files := map[string]string{"p.rego": showV + c.rego + "\n", "data.json": c.data}
-			if c.extra != "" {
-				files["cfg.rego"] = c.extra
-			}
+			files := caseFiles(c.rego, c.data, c.extra)
 			t.Log(planInfo(t, files, staging(t, nil)))
 			agree(t, files, staging(t, nil))
 		})

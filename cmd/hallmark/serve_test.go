@@ -293,14 +293,10 @@ func TestServePolicyEvaluatorFlag(t *testing.T) {
 		if tc.flag != "" {
 			args = append(args, "--policy-evaluator", tc.flag)
 		}
+		t.Cleanup(cancel)
 		done := make(chan int, 1)
 		go func() { done <- run(ctx, e, args) }()
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "hallmark serving "); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				cancel()
-				t.Fatalf("serve %v did not start: %q", args, out.String())
-			}
-		}
+		awaitOutput(t, fmt.Sprintf("serve %v", args), out, regexp.MustCompile(`hallmark serving `))
 		cancel()
 		if c := <-done; c != 0 {
 			t.Errorf("serve %v: exit %d", args, c)
