@@ -86,3 +86,60 @@ v := [o[1.0], o[1]]
 	in := staging(t, nil)
 	agree(t, files, in)
 }
+
+// TestEvaluatorsAgreeOnKeySpelling: a fourth review found lookups and
+// ref-head rules where an element equal to the key but spelt otherwise
+// decided the value (each failed before keySpelling covered sets,
+// composite keys and ref-head keys): a partial set looked up by 1e0 from
+// the input and then by 1 gave required_approvals 1e0 top-down; composite
+// keys holding a number spelt otherwise; ref-head keys 1 and 1.0, which
+// leave the whole object undefined top-down.
+func TestEvaluatorsAgreeOnKeySpelling(t *testing.T) {
+	for name, c := range map[string]struct{ rego, auc string }{
+		"set looked up twice": {`package hallmark.promotion
+
+levels contains 1
+levels contains 2
+
+deny contains {"rule": "level", "message": "unknown level"} if not levels[input.candidate.metrics.auc]
+
+decision := {"allow": count(deny) == 0, "deny": deny, "warn": set(), "required_approvals": levels[1]}
+`, "1e0"},
+		"composite key": {`package hallmark.promotion
+
+approvals[k] := k[1] if some k in [["staging", 1], ["production", 2]]
+
+decision := {"allow": true, "deny": set(), "warn": set(), "required_approvals": approvals[[input.request.alias, input.candidate.metrics.auc]]}
+`, "1e0"},
+		"ref-head keys": {`package hallmark.promotion
+
+approvers[1] := "one"
+approvers[1.0] := "one" if input.request.alias == "staging"
+
+decision := {"allow": true, "deny": set(), "warn": set(), "required_approvals": count(approvers)}
+`, "0.92"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			agree(t, map[string]string{"p.rego": c.rego}, stagingWith(t, c.auc))
+		})
+	}
+	for name, rego := range map[string]string{
+		"set-num-two":      "s contains x if some x in [1, 2]\nv := [s[1.0], s[1]]",
+		"set-num-iter":     "s contains x if some x in [1, 2]\nv := [s[y] | some y in [1.0, 1]]",
+		"set-ckey-two":     "s contains x if some x in [[1], [2]]\nv := [s[[1.0]], s[[1]]]",
+		"set-objkey-two":   "s contains {\"n\": x} if some x in [1, 2]\nv := [s[{\"n\": 1.0}], s[{\"n\": 1}]]",
+		"obj-arrkey":       "o[x] := x if some x in [[1], [2]]\nv := o[[1.0]]",
+		"obj-arrkey-two":   "o[x] := x if some x in [[1], [2]]\nv := [o[[1.0]], o[[1]]]",
+		"obj-arrkey-iter":  "o[x] := x if some x in [[1], [2]]\nv := [o[[y]] | some y in [1.0, 1]]",
+		"obj-objkey":       "o[x] := x if some x in [{\"a\": 1}]\nv := o[{\"a\": 1.0}]",
+		"obj-setkey":       "o[x] := x if some x in [{1}, {2}]\nv := o[{1.0}]",
+		"obj-objnumkey":    "o[x] := x if some x in [{1: \"a\"}]\nv := o[{1.0: \"a\"}]",
+		"obj-val-arrkey":   "o[x] := [x] if some x in [[1]]\nv := o[[1.0]]",
+		"refhead-both":     "o[1] := \"a\"\no[1.0] := \"a\"\nv := o",
+		"refhead-both-idx": "o[1.0] := \"a\" if input.request.alias == \"staging\"\no[1] := \"a\"\nv := o",
+	} {
+		t.Run(name, func(t *testing.T) {
+			agree(t, caseFiles(rego, "", ""), staging(t, nil))
+		})
+	}
+}

@@ -838,7 +838,7 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 			if v == nil {
 				return 0, nil
 			}
-			if err := numberKeySpelling(src, key); err != nil {
+			if err := keySpelling(src, key); err != nil {
 				return 0, err
 			}
 			frame[in.target] = v
@@ -934,6 +934,9 @@ func (m *vm) run(p *Program, frame []*ast.Term, b *block) (int, error) {
 						return 0, conflict(in.loc, "object keys must be unique")
 					}
 					if err := sameSpelling(old, v); err != nil {
+						return 0, err
+					}
+					if err := keySpelling(frame[in.target], k); err != nil {
 						return 0, err
 					}
 					break
@@ -1232,26 +1235,31 @@ func storeDot(src, key *ast.Term) *ast.Term {
 	return nil
 }
 
-// numberKeySpelling refuses a lookup by a number in an object that holds
-// the key spelt otherwise (o[1.0] when o has 1): top-down evaluates a
-// partial object rule with the key bound as looked up, so the value can
-// carry that spelling, where the plan finds the key as built.
-func numberKeySpelling(src, key *ast.Term) error {
-	if _, ok := key.Value.(ast.Number); !ok {
-		return nil
-	}
-	obj, ok := src.Value.(ast.Object)
-	if !ok {
+// keySpelling is called when src (an object or a set) holds an element
+// equal to key, and refuses the lookup when that element is spelt otherwise
+// (o[1.0] when o has 1, s[[1.0]] when s has [1]): top-down evaluates a
+// partial rule with the key bound as looked up and caches the result for
+// equal keys, so the value can carry either spelling, where the plan finds
+// the element as built. Strings, booleans and null have one spelling.
+func keySpelling(src, key *ast.Term) error {
+	switch key.Value.(type) {
+	case ast.String, ast.Boolean, ast.Null:
 		return nil
 	}
 	var err error
-	obj.Until(func(k, _ *ast.Term) bool {
+	check := func(k *ast.Term) bool {
 		if ast.Compare(k.Value, key.Value) == 0 {
 			err = sameSpelling(k, key)
 			return true
 		}
 		return false
-	})
+	}
+	switch c := src.Value.(type) {
+	case ast.Object:
+		c.Until(func(k, _ *ast.Term) bool { return check(k) })
+	case ast.Set:
+		c.Until(check)
+	}
 	return err
 }
 
